@@ -1,0 +1,274 @@
+//! The command line: clap definitions, settings resolved from flags and environment, and one
+//! file per command that calls `ops` and prints. This is the only part that prints; stdout
+//! carries data (JSON, digests), stderr carries messages for people.
+//!
+//! Exit codes: 0 success, 1 the command failed, 2 usage errors (and commands not built yet).
+
+mod dockerfile;
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Environment variable naming the store directory (same as `--root`).
+pub const ENV_ROOT: &str = "WCBUILD_ROOT";
+/// Environment variable with a `tracing` filter (`wcbuild=debug`); `-v` raises the level too.
+pub const ENV_LOG: &str = "WCBUILD_LOG";
+
+/// Builds container images for Windows and Linux from Dockerfiles, keeps them in an OCI
+/// image-layout store, pulls and pushes them, and reports how their layers are shared.
+///
+/// `wcbuild -t app:1.0 .` is short for `wcbuild build -t app:1.0 .`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wcbuild",
+    version,
+    max_term_width = 100,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The image store directory [default: $XDG_DATA_HOME/wcbuild, or %ProgramData%\wcbuild on Windows]
+    #[arg(long, global = true, env = ENV_ROOT, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); see also WCBUILD_LOG
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Build an image from a Dockerfile (also: `wcbuild [OPTIONS] CONTEXT`)
+    Build(Pending),
+    /// Pull an image or index from a registry into the store
+    Pull(Pending),
+    /// Push an image or index from the store to a registry
+    Push(Pending),
+    /// List the images in the store
+    Images(Pending),
+    /// Show an image's manifest and config
+    Inspect(Pending),
+    /// Give an image in the store another name
+    Tag(Pending),
+    /// Remove image names from the store
+    Rmi(Pending),
+    /// Write images to an OCI or `docker save` tar file
+    Save(Pending),
+    /// Read images from an OCI or `docker save` tar file or an OCI layout folder
+    Load(Pending),
+    /// Report which layers and files images share and duplicate
+    Dedup(Pending),
+    /// Say which Windows hosts and isolation modes can run an image
+    Compat(Pending),
+    /// Log in to a registry
+    Login(Pending),
+    /// Log out of a registry
+    Logout(Pending),
+    /// Remove unreferenced blobs, stale partial downloads and build cache
+    Prune(Pending),
+    /// Verify the store: every blob's digest and every reference
+    Check(Pending),
+    /// Work with single layer blobs: check, extract
+    Layer(Pending),
+    /// Parse, check and expand Dockerfiles without building
+    #[command(subcommand)]
+    Dockerfile(dockerfile::DockerfileCommand),
+}
+
+/// The arguments of a command that is not built yet: it accepts anything and says so.
+#[derive(Debug, Args)]
+pub struct Pending {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<OsString>,
+}
+
+const SUBCOMMANDS: [&str; 17] = [
+    "build",
+    "pull",
+    "push",
+    "images",
+    "inspect",
+    "tag",
+    "rmi",
+    "save",
+    "load",
+    "dedup",
+    "compat",
+    "login",
+    "logout",
+    "prune",
+    "check",
+    "layer",
+    "dockerfile",
+];
+
+/// Turns `wcbuild [global options] -t x .` into `wcbuild [global options] build -t x .`.
+pub fn insert_build(args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--root" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with("--root=")
+            || a == "-v"
+            || a == "--verbose"
+            || (a.starts_with("-v") && a[1..].chars().all(|c| c == 'v'))
+        {
+            i += 1;
+            continue;
+        }
+        let keep = SUBCOMMANDS.contains(&a.as_ref())
+            || matches!(a.as_ref(), "-h" | "--help" | "-V" | "--version" | "help");
+        let mut out = args;
+        if !keep {
+            out.insert(i, OsString::from("build"));
+        }
+        return out;
+    }
+    args
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let args = insert_build(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.global.verbose);
+    let outcome = match cli.command {
+        Commands::Dockerfile(cmd) => dockerfile::run(cmd),
+        other => Err(CliError::NotBuilt(command_name(&other))),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(CliError::NotBuilt(name)) => {
+            eprintln!(
+                "error: `wcbuild {name}` is not built yet in this version of wcbuild; nothing was done"
+            );
+            ExitCode::from(2)
+        }
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// How a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The command exists in the interface but not yet in this version.
+    NotBuilt(&'static str),
+    /// The user asked for something invalid (exit 2).
+    Usage(String),
+    /// The work failed (exit 1).
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::Failed(e.into())
+    }
+}
+
+fn command_name(c: &Commands) -> &'static str {
+    match c {
+        Commands::Build(_) => "build",
+        Commands::Pull(_) => "pull",
+        Commands::Push(_) => "push",
+        Commands::Images(_) => "images",
+        Commands::Inspect(_) => "inspect",
+        Commands::Tag(_) => "tag",
+        Commands::Rmi(_) => "rmi",
+        Commands::Save(_) => "save",
+        Commands::Load(_) => "load",
+        Commands::Dedup(_) => "dedup",
+        Commands::Compat(_) => "compat",
+        Commands::Login(_) => "login",
+        Commands::Logout(_) => "logout",
+        Commands::Prune(_) => "prune",
+        Commands::Check(_) => "check",
+        Commands::Layer(_) => "layer",
+        Commands::Dockerfile(_) => "dockerfile",
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var(ENV_LOG)
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn bare_form_means_build() {
+        assert_eq!(
+            insert_build(os(&["wcbuild", "-t", "a", "."])),
+            os(&["wcbuild", "build", "-t", "a", "."])
+        );
+        assert_eq!(
+            insert_build(os(&["wcbuild", "--root", "r", "."])),
+            os(&["wcbuild", "--root", "r", "build", "."])
+        );
+        assert_eq!(
+            insert_build(os(&["wcbuild", "-vv", "pull", "x"])),
+            os(&["wcbuild", "-vv", "pull", "x"])
+        );
+        assert_eq!(
+            insert_build(os(&["wcbuild", "--help"])),
+            os(&["wcbuild", "--help"])
+        );
+        assert_eq!(insert_build(os(&["wcbuild"])), os(&["wcbuild"]));
+    }
+
+    #[test]
+    fn the_interface_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names, SUBCOMMANDS);
+    }
+}

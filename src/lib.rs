@@ -1,0 +1,16 @@
+//! wcbuild builds container images for Windows (and Linux) from Dockerfiles.
+//!
+//! The crate map (see ARCHITECTURE.md for the data flow):
+//! - [`dockerfile`]: the Dockerfile language (parser, expansion lexer, validation, .dockerignore)
+//! - [`plan`]: stages, ARG scoping and expansion, per platform
+//! - [`image`]: references, platforms and os.version matching, manifests, configs, media types
+//! - [`ops`]: the use cases the commands call
+//! - [`cli`]: the command line; the only part that prints
+
+pub mod cli;
+pub mod dockerfile;
+pub mod image;
+pub mod layer;
+pub mod ops;
+pub mod plan;
+pub mod store;

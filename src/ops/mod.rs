@@ -1,0 +1,5 @@
+//! The use cases behind the commands: each function joins the parts (parser, planner, …) for
+//! one thing a user asks for. Commands in `cli` resolve settings and call these; nothing here
+//! prints.
+
+pub mod dockerfile;

@@ -1,0 +1,57 @@
+//! Small file helpers: atomic writes (temp file, fsync, rename) and uniquely named temp files.
+
+use super::{StoreError, io_err};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new file with a unique name in `dir`.
+pub(crate) fn temp_file(dir: &Path, prefix: &str) -> Result<(File, PathBuf), StoreError> {
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = dir.join(format!("{prefix}-{}-{n}-{nanos:x}", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("create", &path)(e)),
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mut f, tmp) = temp_file(dir, ".tmp")?;
+    let result = f
+        .write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io_err("write", &tmp));
+    drop(f);
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("rename", path)(e));
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes a rename in `dir` durable (best effort; not possible on Windows).
+pub(crate) fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}

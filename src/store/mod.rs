@@ -1,0 +1,605 @@
+//! The content-addressed local store, in the OCI image-layout format so that other tools
+//! (`skopeo inspect oci:<root>:<ref>`, `umoci`) read it as it is.
+//!
+//! ```text
+//! <root>/
+//!   oci-layout            {"imageLayoutVersion":"1.0.0"}
+//!   index.json            tagged images; annotation org.opencontainers.image.ref.name = full reference
+//!   blobs/sha256/<hex>    every blob, immutable, verified before it enters
+//!   ingest/               partial writes (temp files), removed by prune when no writer holds them
+//!   cache/                build cache records, versioned
+//!   wcbuild-store-v1      format marker
+//!   lock                  shared by every open store, exclusive for prune
+//! ```
+//!
+//! Blobs are written into `ingest/` while their sha256 is computed, fsynced, checked against
+//! the expected digest and renamed into `blobs/`; a blob whose bytes do not match never enters.
+//! `index.json` is rewritten atomically (temp file, fsync, rename) under an exclusive lock, so
+//! two wcbuild processes updating tags at once lose nothing. Every open [`Store`] holds a shared
+//! lock on `lock`; [`Store::prune`] takes it exclusively, so it never removes what a running
+//! wcbuild is writing.
+//!
+//! This part knows nothing of layers or registries; it stores bytes and names.
+
+mod fsutil;
+mod index;
+
+pub use index::{IndexEntry, REF_NAME_ANNOTATION};
+
+use sha2::{Digest as _, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The file that marks a wcbuild store and its layout version. Bump the number when the layout
+/// changes incompatibly; readers refuse a newer one.
+pub const STORE_MARKER: &str = "wcbuild-store-v1";
+
+/// Version of the records under `cache/`; a reader ignores records of other versions.
+pub const CACHE_VERSION: u32 = 1;
+
+/// How old an ingest file with no writer must be before prune removes it.
+pub const STALE_INGEST: Duration = Duration::from_secs(60 * 60);
+
+/// The largest manifest, index or config [`Store::read_blob`] loads into memory.
+pub const MAX_METADATA_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What can go wrong in the store. Every variant names the path or digest concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file system operation failed.
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        /// What was being done (`create`, `read`, `rename`, …).
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The bytes written do not hash to the digest they were announced with.
+    #[error(
+        "digest mismatch: expected `{expected}`, the bytes hash to `{actual}` ({size} bytes); nothing was stored"
+    )]
+    DigestMismatch {
+        /// The announced digest.
+        expected: String,
+        /// The computed digest.
+        actual: String,
+        /// How many bytes arrived.
+        size: u64,
+    },
+    /// The bytes are not as long as announced.
+    #[error(
+        "size mismatch for `{digest}`: expected {expected} bytes, got {actual}; nothing was stored"
+    )]
+    SizeMismatch {
+        /// The digest.
+        digest: String,
+        /// Announced size.
+        expected: u64,
+        /// Received size.
+        actual: u64,
+    },
+    /// A digest string is not `sha256:<64 lowercase hex>`.
+    #[error("invalid digest `{0}`: expected sha256:<64 lowercase hex digits>")]
+    InvalidDigest(String),
+    /// The blob is not in the store.
+    #[error("blob `{0}` is not in the store")]
+    BlobNotFound(String),
+    /// A metadata blob is too large to load.
+    #[error(
+        "blob `{digest}` is {size} bytes, larger than the {limit} bytes allowed for a manifest, index or config"
+    )]
+    TooLarge {
+        /// The digest.
+        digest: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The directory holds a store of another (newer) layout.
+    #[error(
+        "`{path}` holds a store of an unknown layout ({found}); this wcbuild reads `{STORE_MARKER}`"
+    )]
+    UnknownLayout {
+        /// The root.
+        path: PathBuf,
+        /// The marker found.
+        found: String,
+    },
+    /// `index.json` is not valid.
+    #[error("`{path}` is not a valid OCI index: {message}")]
+    BadIndex {
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Another wcbuild holds the store and prune could not get it to itself.
+    #[error("the store `{0}` is in use by another wcbuild process; try again when it has finished")]
+    Busy(PathBuf),
+}
+
+pub(crate) fn io_err(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// Checks a `sha256:<hex>` digest and returns the hex part.
+pub fn digest_hex(digest: &str) -> Result<&str, StoreError> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex)
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(hex)
+        }
+        _ => Err(StoreError::InvalidDigest(digest.to_string())),
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// An open store. Holds a shared lock on the store for as long as it lives.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    _lock: File,
+}
+
+/// The default store directory: `$XDG_DATA_HOME/wcbuild` (or `~/.local/share/wcbuild`) on Linux,
+/// `%ProgramData%\wcbuild` on Windows.
+pub fn default_root() -> PathBuf {
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| "C:\\ProgramData".into());
+        return PathBuf::from(base).join("wcbuild");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("wcbuild");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home).join(".local/share/wcbuild")
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout if the directory is new or empty.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io_err("create directory", &root))?;
+        for sub in ["blobs/sha256", "ingest", "cache"] {
+            let p = root.join(sub);
+            fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        lock.lock_shared().map_err(io_err("lock", &lock_path))?;
+        let store = Store { root, _lock: lock };
+        store.init_files()?;
+        Ok(store)
+    }
+
+    fn init_files(&self) -> Result<(), StoreError> {
+        // Another marker of a newer layout means we must not touch this store.
+        if let Ok(rd) = fs::read_dir(&self.root) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("wcbuild-store-v") && name != STORE_MARKER {
+                    return Err(StoreError::UnknownLayout {
+                        path: self.root.clone(),
+                        found: name,
+                    });
+                }
+            }
+        }
+        let layout = self.root.join("oci-layout");
+        if !layout.exists() {
+            fsutil::write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = self.root.join("index.json");
+        if !index.exists() {
+            let _guard = self.index_lock()?;
+            if !index.exists() {
+                fsutil::write_atomic(&index, index::empty_index().as_bytes())?;
+            }
+        }
+        let marker = self.root.join(STORE_MARKER);
+        if !marker.exists() {
+            fsutil::write_atomic(
+                &marker,
+                b"This directory is a wcbuild image store (OCI image layout).\n",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let hex = digest_hex(digest)?;
+        Ok(self.root.join("blobs/sha256").join(hex))
+    }
+
+    /// The size of a blob, if the store has it.
+    pub fn blob_size(&self, digest: &str) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(digest)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat", &path)(e)),
+        }
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, digest: &str) -> Result<File, StoreError> {
+        let path = self.blob_path(digest)?;
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::BlobNotFound(digest.to_string())
+            } else {
+                io_err("open", &path)(e)
+            }
+        })
+    }
+
+    /// Reads a small blob (manifest, index, config) into memory.
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.blob_path(digest)?;
+        let f = self.open_blob(digest)?;
+        let size = f.metadata().map_err(io_err("stat", &path))?.len();
+        if size > MAX_METADATA_BYTES {
+            return Err(StoreError::TooLarge {
+                digest: digest.to_string(),
+                size,
+                limit: MAX_METADATA_BYTES,
+            });
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        f.take(MAX_METADATA_BYTES)
+            .read_to_end(&mut buf)
+            .map_err(io_err("read", &path))?;
+        Ok(buf)
+    }
+
+    /// Starts writing a blob into `ingest/`. The bytes are hashed as they are written.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
+        let (file, path) = fsutil::temp_file(&self.root.join("ingest"), "blob")?;
+        file.try_lock().ok();
+        Ok(BlobWriter {
+            store: self,
+            file: Some(file),
+            path,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Stores `bytes`, checking them against `expected` when given. Returns the digest.
+    pub fn put_blob(&self, bytes: &[u8], expected: Option<&str>) -> Result<String, StoreError> {
+        let digest = sha256_digest(bytes);
+        if let Some(e) = expected {
+            digest_hex(e)?;
+            if e != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: e.to_string(),
+                    actual: digest,
+                    size: bytes.len() as u64,
+                });
+            }
+        }
+        if self.blob_size(&digest)? == Some(bytes.len() as u64) {
+            return Ok(digest);
+        }
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes)
+            .map_err(io_err("write", &self.root.join("ingest")))?;
+        w.commit(Some(&digest), Some(bytes.len() as u64))
+    }
+
+    /// Copies a stream into the store, verifying it against `expected` (digest and size) when
+    /// given. On any error nothing enters `blobs/` and the partial file is removed.
+    pub fn put_reader(
+        &self,
+        mut reader: impl Read,
+        expected: Option<&str>,
+        expected_size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        let mut w = self.blob_writer()?;
+        let ingest = w.path.clone();
+        io::copy(&mut reader, &mut w).map_err(io_err("copy into", &ingest))?;
+        w.commit(expected, expected_size)
+    }
+
+    /// The tagged images: every entry of `index.json`.
+    pub fn entries(&self) -> Result<Vec<IndexEntry>, StoreError> {
+        index::read(&self.root.join("index.json"))
+    }
+
+    /// The entry for a full reference (`docker.io/library/app:1.0`), if tagged.
+    pub fn lookup(&self, reference: &str) -> Result<Option<IndexEntry>, StoreError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .find(|e| e.reference() == Some(reference)))
+    }
+
+    fn index_lock(&self) -> Result<File, StoreError> {
+        let path = self.root.join("index.lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        f.lock().map_err(io_err("lock", &path))?;
+        Ok(f)
+    }
+
+    /// Changes `index.json` under an exclusive lock: reads it, lets `change` edit the entries,
+    /// and writes it back atomically. Other processes' changes in between are never lost.
+    pub fn update_index<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<IndexEntry>) -> T,
+    ) -> Result<T, StoreError> {
+        let _guard = self.index_lock()?;
+        let path = self.root.join("index.json");
+        let mut doc = index::read_document(&path)?;
+        let mut entries = index::entries_of(&doc, &path)?;
+        let out = change(&mut entries);
+        index::set_entries(&mut doc, &entries);
+        let bytes = serde_json::to_vec(&doc).map_err(|e| StoreError::BadIndex {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        fsutil::write_atomic(&path, &bytes)?;
+        Ok(out)
+    }
+
+    /// Points `reference` at a descriptor (replacing what it pointed at). The blob must be
+    /// in the store.
+    pub fn tag(&self, reference: &str, entry: IndexEntry) -> Result<(), StoreError> {
+        if self.blob_size(&entry.digest)?.is_none() {
+            return Err(StoreError::BlobNotFound(entry.digest.clone()));
+        }
+        let entry = entry.with_reference(reference);
+        self.update_index(|entries| {
+            entries.retain(|e| e.reference() != Some(reference));
+            entries.push(entry);
+        })
+    }
+
+    /// Removes a tag; true when it existed.
+    pub fn untag(&self, reference: &str) -> Result<bool, StoreError> {
+        self.update_index(|entries| {
+            let before = entries.len();
+            entries.retain(|e| e.reference() != Some(reference));
+            before != entries.len()
+        })
+    }
+
+    /// The directory for build cache records of the current version.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.root.join("cache").join(format!("v{CACHE_VERSION}"))
+    }
+
+    /// Writes a small file under the store root atomically (for other parts' records).
+    pub fn write_record(&self, relative: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.root.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        }
+        fsutil::write_atomic(&path, bytes)
+    }
+
+    /// Removes every blob that no tag reaches (through indexes, manifests, configs and layers)
+    /// and that no cache record names, and ingest files older than [`STALE_INGEST`] that no
+    /// writer holds. `extra_roots` are digests to keep as well (cache records of other parts).
+    /// Waits for no one: if another wcbuild has the store open, fails with [`StoreError::Busy`].
+    pub fn prune(self, extra_roots: &[String]) -> Result<PruneReport, StoreError> {
+        let lock_path = self.root.join("lock");
+        let root = self.root.clone();
+        // Trade our shared lock for an exclusive one.
+        drop(self._lock);
+        let lock = OpenOptions::new()
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(StoreError::Busy(root));
+        }
+        let store = Store { root, _lock: lock };
+        store.prune_locked(extra_roots)
+    }
+
+    fn prune_locked(&self, extra_roots: &[String]) -> Result<PruneReport, StoreError> {
+        let mut keep: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut todo: Vec<String> = self.entries()?.into_iter().map(|e| e.digest).collect();
+        todo.extend(extra_roots.iter().cloned());
+        while let Some(d) = todo.pop() {
+            if !keep.insert(d.clone()) {
+                continue;
+            }
+            // Follow manifests and indexes; other blobs are leaves.
+            let Ok(Some(size)) = self.blob_size(&d) else {
+                continue;
+            };
+            if size > MAX_METADATA_BYTES {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&d) else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                index::children(&v, &mut todo);
+            }
+        }
+        let mut report = PruneReport::default();
+        let dir = self.root.join("blobs/sha256");
+        for e in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
+            let e = e.map_err(io_err("read directory", &dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let digest = format!("sha256:{name}");
+            if keep.contains(&digest) {
+                continue;
+            }
+            let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(e.path()).map_err(io_err("remove", &e.path()))?;
+            report.blobs_removed += 1;
+            report.bytes_freed += size;
+        }
+        let ingest = self.root.join("ingest");
+        let now = SystemTime::now();
+        for e in fs::read_dir(&ingest).map_err(io_err("read directory", &ingest))? {
+            let e = e.map_err(io_err("read directory", &ingest))?;
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            if age < STALE_INGEST {
+                continue;
+            }
+            // A writer holds a lock on its ingest file.
+            if let Ok(f) = File::open(&path)
+                && f.try_lock().is_err()
+            {
+                continue;
+            }
+            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            report.ingest_removed += 1;
+            report.bytes_freed += meta.len();
+        }
+        Ok(report)
+    }
+}
+
+/// What prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Blobs removed from `blobs/`.
+    pub blobs_removed: u64,
+    /// Stale files removed from `ingest/`.
+    pub ingest_removed: u64,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+/// A blob being written into `ingest/`, hashed as it goes. Dropping it without
+/// [`BlobWriter::commit`] removes the partial file.
+#[derive(Debug)]
+pub struct BlobWriter<'a> {
+    store: &'a Store,
+    file: Option<File>,
+    path: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already finished"))?;
+        let n = f.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes the blob: fsync, verify against `expected` (and `expected_size`) when given,
+    /// rename into `blobs/`. Returns the digest. On mismatch the partial file is removed.
+    pub fn commit(
+        mut self,
+        expected: Option<&str>,
+        expected_size: Option<u64>,
+    ) -> Result<String, StoreError> {
+        let file = self.file.take().expect("commit is called once");
+        let hasher = std::mem::take(&mut self.hasher);
+        let digest = format!("sha256:{}", hex(&hasher.finalize()));
+        if let Some(e) = expected {
+            digest_hex(e)?;
+            if e != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: e.to_string(),
+                    actual: digest,
+                    size: self.size,
+                });
+            }
+        }
+        if let Some(s) = expected_size
+            && s != self.size
+        {
+            return Err(StoreError::SizeMismatch {
+                digest,
+                expected: s,
+                actual: self.size,
+            });
+        }
+        file.sync_all().map_err(io_err("fsync", &self.path))?;
+        drop(file);
+        let target = self.store.blob_path(&digest)?;
+        if target.exists() {
+            // Already stored (same digest, so same bytes).
+            let _ = fs::remove_file(&self.path);
+        } else {
+            fs::rename(&self.path, &target).map_err(io_err("rename into blobs", &target))?;
+            fsutil::sync_dir(target.parent().unwrap_or(&self.store.root));
+        }
+        self.path = PathBuf::new();
+        Ok(digest)
+    }
+}
+
+impl Drop for BlobWriter<'_> {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            self.file.take();
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every check and test of wcbuild. Installs what the tests need first (Debian packages
+# with apt-get, the Windows std for type-checking), so it works on a fresh Debian 12 machine.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Debian packages the checks and tests use:
+# - gcc-mingw-w64-x86-64-posix: C compiler for -sys crates when type-checking the Windows target
+packages=(gcc-mingw-w64-x86-64-posix)
+need_apt=()
+for pkg in "${packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    echo "==> installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! rustup target list --installed | grep -qx x86_64-pc-windows-gnu; then
+    echo "==> adding the x86_64-pc-windows-gnu target"
+    rustup target add x86_64-pc-windows-gnu
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo check --target x86_64-pc-windows-gnu"
+cargo check --locked --all-targets --target x86_64-pc-windows-gnu
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest does not run doctests; run them first so the summary below is the last word
+    cargo test --locked --doc --quiet
+    cargo nextest run --locked --no-fail-fast
+else
+    cargo test --locked --no-fail-fast
+fi
