@@ -6,7 +6,8 @@ cd "$(dirname "$0")"
 
 # Debian packages the checks and tests use:
 # - gcc-mingw-w64-x86-64-posix: C compiler for -sys crates when type-checking the Windows target
-packages=(gcc-mingw-w64-x86-64-posix)
+# - skopeo, umoci: real OCI tools that must read the store and our archives
+packages=(gcc-mingw-w64-x86-64-posix skopeo umoci)
 need_apt=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

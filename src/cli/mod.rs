@@ -5,6 +5,7 @@
 //! Exit codes: 0 success, 1 the command failed, 2 usage errors (and commands not built yet).
 
 mod dockerfile;
+mod images;
 
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -54,17 +55,17 @@ pub enum Commands {
     /// Push an image or index from the store to a registry
     Push(Pending),
     /// List the images in the store
-    Images(Pending),
-    /// Show an image's manifest and config
-    Inspect(Pending),
+    Images(images::ImagesArgs),
+    /// Show an image's manifest and config as JSON
+    Inspect(images::InspectArgs),
     /// Give an image in the store another name
-    Tag(Pending),
+    Tag(images::TagArgs),
     /// Remove image names from the store
-    Rmi(Pending),
+    Rmi(images::RmiArgs),
     /// Write images to an OCI or `docker save` tar file
-    Save(Pending),
+    Save(images::SaveArgs),
     /// Read images from an OCI or `docker save` tar file or an OCI layout folder
-    Load(Pending),
+    Load(images::LoadArgs),
     /// Report which layers and files images share and duplicate
     Dedup(Pending),
     /// Say which Windows hosts and isolation modes can run an image
@@ -73,8 +74,8 @@ pub enum Commands {
     Login(Pending),
     /// Log out of a registry
     Logout(Pending),
-    /// Remove unreferenced blobs, stale partial downloads and build cache
-    Prune(Pending),
+    /// Remove blobs no image reaches and stale partial downloads
+    Prune(images::PruneArgs),
     /// Verify the store: every blob's digest and every reference
     Check(Pending),
     /// Work with single layer blobs: check, extract
@@ -151,8 +152,16 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
+    let g = &cli.global;
     let outcome = match cli.command {
         Commands::Dockerfile(cmd) => dockerfile::run(cmd),
+        Commands::Images(a) => images::images(g, a),
+        Commands::Inspect(a) => images::inspect(g, a),
+        Commands::Tag(a) => images::tag(g, a),
+        Commands::Rmi(a) => images::rmi(g, a),
+        Commands::Save(a) => images::save(g, a),
+        Commands::Load(a) => images::load(g, a),
+        Commands::Prune(a) => images::prune(g, a),
         other => Err(CliError::NotBuilt(command_name(&other))),
     };
     match outcome {
@@ -171,6 +180,7 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+        Err(CliError::Quiet) => ExitCode::SUCCESS,
     }
 }
 
@@ -183,6 +193,8 @@ pub enum CliError {
     Usage(String),
     /// The work failed (exit 1).
     Failed(anyhow::Error),
+    /// The reader of our output went away (a closed pipe): stop without a message.
+    Quiet,
 }
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {

@@ -2,4 +2,6 @@
 //! one thing a user asks for. Commands in `cli` resolve settings and call these; nothing here
 //! prints.
 
+pub mod archive;
 pub mod dockerfile;
+pub mod images;

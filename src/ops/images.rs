@@ -1,0 +1,551 @@
+//! Images in the store: list, inspect, tag, remove, save to and load from archives, prune.
+
+use super::archive::{EntryKind, TarReader, TarWriter};
+use crate::image::{ImageConfig, Index, Manifest, Platform, Reference, ReferenceError, media};
+use crate::store::{IndexEntry, PruneReport, Store, StoreError};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// The annotation docker and containerd use for an image's full name in archives.
+pub const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
+
+/// What can go wrong with images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A reference does not parse.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// No image has this name.
+    #[error("no image `{0}` in the store (see `wcbuild images`)")]
+    NotFound(String),
+    /// A document in the store or an archive is not what it claims.
+    #[error("`{what}` is not a valid {kind}: {message}")]
+    Invalid {
+        /// The digest or path.
+        what: String,
+        /// Manifest, index, config, archive.
+        kind: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + use<> {
+    let path = path.to_path_buf();
+    move |source| ImageError::Io { op, path, source }
+}
+
+/// Parses a user's image name into the full reference the store tags with.
+pub fn normalize(name: &str) -> Result<String, ImageError> {
+    Ok(Reference::parse(name)?.to_string())
+}
+
+/// Finds a tagged image.
+pub fn resolve(store: &Store, name: &str) -> Result<IndexEntry, ImageError> {
+    let full = normalize(name)?;
+    store
+        .lookup(&full)?
+        .ok_or_else(|| ImageError::NotFound(name.to_string()))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    digest: &str,
+    kind: &'static str,
+) -> Result<T, ImageError> {
+    let bytes = store.read_blob(digest)?;
+    serde_json::from_slice(&bytes).map_err(|e| ImageError::Invalid {
+        what: digest.to_string(),
+        kind,
+        message: e.to_string(),
+    })
+}
+
+/// One line of `wcbuild images`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageRow {
+    /// Full reference.
+    pub reference: String,
+    /// Manifest or index digest.
+    pub digest: String,
+    /// Manifest or index media type.
+    pub media_type: String,
+    /// The platforms it holds (with os.version).
+    pub platforms: Vec<String>,
+    /// Bytes of every distinct blob it references, as stored.
+    pub size: u64,
+}
+
+/// The platforms and blob size of a manifest or index.
+fn describe(
+    store: &Store,
+    entry_media: &str,
+    digest: &str,
+) -> Result<(Vec<String>, u64), ImageError> {
+    let mut platforms = Vec::new();
+    let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut todo = vec![(
+        entry_media.to_string(),
+        digest.to_string(),
+        None::<Platform>,
+    )];
+    while let Some((mt, d, plat)) = todo.pop() {
+        let size = store.blob_size(&d)?.unwrap_or(0);
+        blobs.insert(d.clone(), size);
+        if media::is_index(&mt) {
+            let idx: Index = read_json(store, &d, "index")?;
+            for m in idx.manifests {
+                if store.blob_size(&m.digest)?.is_some() {
+                    todo.push((m.media_type, m.digest, m.platform));
+                }
+            }
+        } else {
+            let m: Manifest = read_json(store, &d, "manifest")?;
+            let config: ImageConfig = read_json(store, &m.config.digest, "config")?;
+            let p = plat
+                .filter(|p| p.os_version.is_some())
+                .unwrap_or_else(|| config.platform());
+            platforms.push(p.to_string());
+            blobs.insert(m.config.digest.clone(), m.config.size);
+            for l in m.layers {
+                blobs.insert(l.digest, l.size);
+            }
+        }
+    }
+    platforms.sort();
+    Ok((platforms, blobs.values().sum()))
+}
+
+/// Every tagged image.
+pub fn list(store: &Store) -> Result<Vec<ImageRow>, ImageError> {
+    let mut rows = Vec::new();
+    for e in store.entries()? {
+        let Some(reference) = e.reference().map(String::from) else {
+            continue;
+        };
+        let (platforms, size) = describe(store, &e.media_type, &e.digest)?;
+        rows.push(ImageRow {
+            reference,
+            digest: e.digest,
+            media_type: e.media_type,
+            platforms,
+            size,
+        });
+    }
+    rows.sort_by(|a, b| a.reference.cmp(&b.reference));
+    Ok(rows)
+}
+
+/// `wcbuild inspect`: the manifest (or index) and config exactly as stored.
+pub fn inspect(store: &Store, name: &str) -> Result<serde_json::Value, ImageError> {
+    let e = resolve(store, name)?;
+    let manifest: serde_json::Value = read_json(store, &e.digest, "manifest")?;
+    let config = if media::is_index(&e.media_type) {
+        serde_json::Value::Null
+    } else {
+        match manifest["config"]["digest"].as_str() {
+            Some(d) => read_json(store, d, "config")?,
+            None => serde_json::Value::Null,
+        }
+    };
+    Ok(json!({
+        "reference": e.reference(),
+        "digest": e.digest,
+        "manifest": manifest,
+        "config": config,
+    }))
+}
+
+/// `wcbuild tag SRC DST`.
+pub fn tag(store: &Store, src: &str, dst: &str) -> Result<String, ImageError> {
+    let e = resolve(store, src)?;
+    let full = normalize(dst)?;
+    store.tag(&full, e)?;
+    Ok(full)
+}
+
+/// `wcbuild rmi REF...`: removes names (blobs go at the next prune).
+pub fn remove(store: &Store, names: &[String]) -> Result<Vec<String>, ImageError> {
+    let mut removed = Vec::new();
+    for n in names {
+        let full = normalize(n)?;
+        if !store.untag(&full)? {
+            return Err(ImageError::NotFound(n.clone()));
+        }
+        removed.push(full);
+    }
+    Ok(removed)
+}
+
+/// `wcbuild prune`.
+pub fn prune(store: Store) -> Result<PruneReport, ImageError> {
+    Ok(store.prune(&[])?)
+}
+
+/// Archive formats for `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// An OCI image layout in a tar.
+    Oci,
+    /// What `docker save` writes: an OCI layout plus `manifest.json` and `repositories`,
+    /// which every `docker load` reads.
+    Docker,
+}
+
+/// The blobs an image reaches, in a stable order; foreign layers absent from the store are
+/// left out (their descriptors keep their `urls`).
+fn reachable(
+    store: &Store,
+    media_type: &str,
+    digest: &str,
+) -> Result<Vec<(String, u64)>, ImageError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut todo = vec![(media_type.to_string(), digest.to_string())];
+    while let Some((mt, d)) = todo.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        let Some(size) = store.blob_size(&d)? else {
+            if media::is_foreign(&mt) {
+                continue;
+            }
+            return Err(StoreError::BlobNotFound(d).into());
+        };
+        out.push((d.clone(), size));
+        if media::is_index(&mt) {
+            let idx: Index = read_json(store, &d, "index")?;
+            for m in idx.manifests {
+                todo.push((m.media_type, m.digest));
+            }
+        } else if media::is_manifest(&mt) {
+            let m: Manifest = read_json(store, &d, "manifest")?;
+            todo.push((m.config.media_type, m.config.digest));
+            for l in m.layers {
+                todo.push((l.media_type, l.digest));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `wcbuild save`: writes the named images to `out` as a tar archive.
+pub fn save(
+    store: &Store,
+    names: &[String],
+    format: SaveFormat,
+    out: impl Write,
+) -> Result<(), ImageError> {
+    let mut entries = Vec::new();
+    let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut docker_manifest = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for n in names {
+        let e = resolve(store, n)?;
+        let r = Reference::parse(n)?;
+        for (d, s) in reachable(store, &e.media_type, &e.digest)? {
+            blobs.insert(d, s);
+        }
+        let mut annotations = BTreeMap::new();
+        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_string(), r.to_string());
+        if let Some(t) = &r.tag {
+            annotations.insert(crate::store::REF_NAME_ANNOTATION.to_string(), t.clone());
+        }
+        entries.push(json!({
+            "mediaType": e.media_type,
+            "digest": e.digest,
+            "size": e.size,
+            "annotations": annotations,
+        }));
+        if format == SaveFormat::Docker {
+            // docker load takes one platform image per entry: the host's, else the first.
+            let (manifest_digest, manifest) = pick_manifest(store, &e)?;
+            let tag = r.familiar();
+            let layers: Vec<String> = manifest
+                .layers
+                .iter()
+                .map(|l| format!("blobs/sha256/{}", l.digest.trim_start_matches("sha256:")))
+                .collect();
+            if let (Some(t), Some(last)) = (&r.tag, manifest.layers.last()) {
+                let repo = tag
+                    .rsplit_once(':')
+                    .map(|x| x.0)
+                    .unwrap_or(&tag)
+                    .to_string();
+                repositories.entry(repo).or_default().insert(
+                    t.clone(),
+                    last.digest.trim_start_matches("sha256:").to_string(),
+                );
+            }
+            let _ = manifest_digest;
+            docker_manifest.push(json!({
+                "Config": format!("blobs/sha256/{}", manifest.config.digest.trim_start_matches("sha256:")),
+                "RepoTags": if r.tag.is_some() { vec![tag] } else { Vec::new() },
+                "Layers": layers,
+            }));
+        }
+    }
+    let mut w = TarWriter::new(out);
+    let tar = |e: std::io::Error| ImageError::Io {
+        op: "write archive",
+        path: PathBuf::from("-"),
+        source: e,
+    };
+    w.dir("blobs").map_err(tar)?;
+    w.dir("blobs/sha256").map_err(tar)?;
+    for (d, size) in &blobs {
+        let mut f = store.open_blob(d)?;
+        w.file(
+            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
+            *size,
+            &mut f,
+        )
+        .map_err(tar)?;
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": entries});
+    w.bytes(
+        "index.json",
+        &serde_json::to_vec(&index).unwrap_or_default(),
+    )
+    .map_err(tar)?;
+    if format == SaveFormat::Docker {
+        w.bytes(
+            "manifest.json",
+            &serde_json::to_vec(&docker_manifest).unwrap_or_default(),
+        )
+        .map_err(tar)?;
+        w.bytes(
+            "repositories",
+            &serde_json::to_vec(&repositories).unwrap_or_default(),
+        )
+        .map_err(tar)?;
+    }
+    w.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(tar)?;
+    w.finish().map_err(tar)?;
+    Ok(())
+}
+
+/// The manifest of an entry, or for an index the entry matching this host (else the first).
+fn pick_manifest(store: &Store, e: &IndexEntry) -> Result<(String, Manifest), ImageError> {
+    if !media::is_index(&e.media_type) {
+        return Ok((e.digest.clone(), read_json(store, &e.digest, "manifest")?));
+    }
+    let idx: Index = read_json(store, &e.digest, "index")?;
+    let host = Platform::host();
+    let candidates: Vec<Option<&Platform>> =
+        idx.manifests.iter().map(|m| m.platform.as_ref()).collect();
+    let i = crate::image::platform::choose(&host, &candidates).unwrap_or(0);
+    let m = idx.manifests.get(i).ok_or_else(|| ImageError::Invalid {
+        what: e.digest.clone(),
+        kind: "index",
+        message: "it lists no manifest".into(),
+    })?;
+    Ok((m.digest.clone(), read_json(store, &m.digest, "manifest")?))
+}
+
+/// One image `load` put into the store.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The name it was tagged with (`None` when the archive gave none).
+    pub reference: Option<String>,
+    /// Its manifest or index digest.
+    pub digest: String,
+}
+
+const MAX_META: u64 = 32 * 1024 * 1024;
+
+fn detect_layer_media(store: &Store, digest: &str) -> Result<&'static str, ImageError> {
+    let mut f = store.open_blob(digest)?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).unwrap_or(0);
+    Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        media::OCI_LAYER_GZIP
+    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        media::OCI_LAYER_ZSTD
+    } else {
+        media::OCI_LAYER
+    })
+}
+
+/// `wcbuild load -i FILE`: reads an OCI layout tar, a `docker save` tar (either layout), or
+/// an OCI layout directory, verifying every blob against its digest.
+pub fn load(store: &Store, path: &Path) -> Result<Vec<Loaded>, ImageError> {
+    let mut meta: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut files: HashMap<String, (String, u64)> = HashMap::new();
+    if path.is_dir() {
+        for name in ["index.json", "oci-layout", "manifest.json", "repositories"] {
+            let p = path.join(name);
+            if p.is_file() {
+                meta.insert(name.into(), std::fs::read(&p).map_err(io_err("read", &p))?);
+            }
+        }
+        let blobs = path.join("blobs/sha256");
+        if blobs.is_dir() {
+            for e in std::fs::read_dir(&blobs).map_err(io_err("read directory", &blobs))? {
+                let e = e.map_err(io_err("read directory", &blobs))?;
+                let hex = e.file_name().to_string_lossy().into_owned();
+                let p = e.path();
+                let f = std::fs::File::open(&p).map_err(io_err("open", &p))?;
+                let size = f.metadata().map_err(io_err("stat", &p))?.len();
+                let d = store.put_reader(f, Some(&format!("sha256:{hex}")), Some(size))?;
+                files.insert(format!("blobs/sha256/{hex}"), (d, size));
+            }
+        }
+    } else {
+        let f = std::fs::File::open(path).map_err(io_err("open", path))?;
+        let mut tar = TarReader::new(std::io::BufReader::with_capacity(1 << 20, f));
+        loop {
+            let entry = match tar.next_entry() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => return Err(io_err("read archive", path)(e)),
+            };
+            if entry.kind != EntryKind::File {
+                continue;
+            }
+            let is_meta = matches!(
+                entry.name.as_str(),
+                "index.json" | "oci-layout" | "manifest.json" | "repositories"
+            ) || (entry.name.ends_with(".json") && !entry.name.contains('/'));
+            if is_meta && entry.size <= MAX_META {
+                let mut buf = Vec::with_capacity(entry.size as usize);
+                tar.content()
+                    .read_to_end(&mut buf)
+                    .map_err(io_err("read archive", path))?;
+                let d = store.put_blob(&buf, None)?;
+                files.insert(entry.name.clone(), (d, entry.size));
+                meta.insert(entry.name, buf);
+                continue;
+            }
+            let expected = entry
+                .name
+                .strip_prefix("blobs/sha256/")
+                .map(|hex| format!("sha256:{hex}"));
+            let d = store.put_reader(tar.content(), expected.as_deref(), Some(entry.size))?;
+            files.insert(entry.name, (d, entry.size));
+        }
+    }
+    let invalid = |message: String| ImageError::Invalid {
+        what: path.display().to_string(),
+        kind: "image archive",
+        message,
+    };
+    let mut loaded = Vec::new();
+    if let Some(bytes) = meta.get("index.json") {
+        let idx: Index =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
+        for m in idx.manifests {
+            if store.blob_size(&m.digest)?.is_none() {
+                return Err(invalid(format!(
+                    "index.json names `{}`, which the archive does not hold",
+                    m.digest
+                )));
+            }
+            let name = m
+                .annotations
+                .get(CONTAINERD_NAME_ANNOTATION)
+                .cloned()
+                .or_else(|| {
+                    m.annotations
+                        .get(crate::store::REF_NAME_ANNOTATION)
+                        .filter(|r| r.contains('/') || r.contains(':') || r.contains('@'))
+                        .cloned()
+                });
+            let reference = match name {
+                Some(n) => {
+                    let full = normalize(&n)?;
+                    let mut e = IndexEntry::new(&m.media_type, &m.digest, m.size);
+                    e.platform = m
+                        .platform
+                        .as_ref()
+                        .and_then(|p| serde_json::to_value(p).ok());
+                    store.tag(&full, e)?;
+                    Some(full)
+                }
+                None => None,
+            };
+            loaded.push(Loaded {
+                reference,
+                digest: m.digest,
+            });
+        }
+        return Ok(loaded);
+    }
+    let Some(bytes) = meta.get("manifest.json") else {
+        return Err(invalid("neither index.json nor manifest.json found".into()));
+    };
+    #[derive(serde::Deserialize)]
+    struct DockerItem {
+        #[serde(rename = "Config")]
+        config: String,
+        #[serde(rename = "RepoTags", default)]
+        repo_tags: Option<Vec<String>>,
+        #[serde(rename = "Layers", default)]
+        layers: Vec<String>,
+    }
+    let items: Vec<DockerItem> =
+        serde_json::from_slice(bytes).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    for item in items {
+        let lookup = |p: &str| {
+            files
+                .get(p.trim_start_matches("./"))
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "manifest.json names `{p}`, which the archive does not hold"
+                    ))
+                })
+        };
+        let (config_digest, config_size) = lookup(&item.config)?;
+        let mut layers = Vec::new();
+        for l in &item.layers {
+            let (d, s) = lookup(l)?;
+            layers
+                .push(json!({"mediaType": detect_layer_media(store, &d)?, "digest": d, "size": s}));
+        }
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": config_digest, "size": config_size},
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let d = store.put_blob(&bytes, None)?;
+        let config: ImageConfig = read_json(store, &config_digest, "config")?;
+        let mut tagged = false;
+        for t in item.repo_tags.unwrap_or_default() {
+            let full = normalize(&t)?;
+            let mut e = IndexEntry::new(media::OCI_MANIFEST, &d, bytes.len() as u64);
+            e.platform = serde_json::to_value(config.platform()).ok();
+            store.tag(&full, e)?;
+            loaded.push(Loaded {
+                reference: Some(full),
+                digest: d.clone(),
+            });
+            tagged = true;
+        }
+        if !tagged {
+            loaded.push(Loaded {
+                reference: None,
+                digest: d,
+            });
+        }
+    }
+    Ok(loaded)
+}
