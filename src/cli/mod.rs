@@ -6,6 +6,7 @@
 
 mod dockerfile;
 mod images;
+mod layer;
 
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -79,7 +80,8 @@ pub enum Commands {
     /// Verify the store: every blob's digest and every reference
     Check(Pending),
     /// Work with single layer blobs: check, extract
-    Layer(Pending),
+    #[command(subcommand)]
+    Layer(layer::LayerCommand),
     /// Parse, check and expand Dockerfiles without building
     #[command(subcommand)]
     Dockerfile(dockerfile::DockerfileCommand),
@@ -162,6 +164,7 @@ pub fn main() -> ExitCode {
         Commands::Save(a) => images::save(g, a),
         Commands::Load(a) => images::load(g, a),
         Commands::Prune(a) => images::prune(g, a),
+        Commands::Layer(cmd) => layer::run(cmd),
         other => Err(CliError::NotBuilt(command_name(&other))),
     };
     match outcome {

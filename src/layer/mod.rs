@@ -1,1 +1,35 @@
-//! layer (being written)
+//! Layers: the tar streams container images are made of, in the Linux (OCI) and Windows
+//! formats; compression; digests computed while bytes stream; safe extraction; packing trees.
+//!
+//! This part uses `image` only; it knows nothing of the store or registries (callers hand it
+//! any `Read`/`Write`). The Windows format code is portable and tested on Linux.
+
+pub mod compress;
+pub mod extract;
+pub mod pack;
+pub mod reader;
+pub mod tar;
+pub mod windows;
+pub mod writer;
+
+pub use compress::{Compression, compress_stream};
+pub use extract::{ExtractError, ExtractOptions, ExtractSummary, extract};
+pub use pack::pack_dir;
+pub use reader::{ReadLimits, tar_reader};
+pub use writer::{Format, LayerDigests, LayerOptions, LayerWriter};
+
+use std::io::Read;
+
+/// Reads a layer blob (any compression) and checks it against the Windows layer rules.
+pub fn check_windows_layer(
+    blob: impl Read + 'static,
+    limits: ReadLimits,
+) -> Result<windows::CheckReport, tar::TarError> {
+    let mut tar = reader::tar_reader(blob, limits)?;
+    let mut checker = windows::Checker::new();
+    while let Some(e) = tar.next_entry()? {
+        checker.entry(&e);
+    }
+    tar.drain()?;
+    Ok(checker.finish())
+}

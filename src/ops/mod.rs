@@ -5,3 +5,4 @@
 pub mod archive;
 pub mod dockerfile;
 pub mod images;
+pub mod layer;

@@ -1,0 +1,722 @@
+//! The tar format as layers use it: ustar headers, PAX extended records (long names, xattrs,
+//! Windows records), GNU long names on input. Writing is deterministic; reading is streaming
+//! and strict (checksums verified, sizes bounded, errors name the entry and its offset).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+/// The tar block size.
+pub const BLOCK: usize = 512;
+
+/// Largest PAX or GNU long-name record accepted when reading.
+pub const MAX_EXTENDED_HEADER: u64 = 1024 * 1024;
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A hard link to an earlier entry.
+    Hardlink,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A named pipe.
+    Fifo,
+}
+
+impl Kind {
+    fn typeflag(self) -> u8 {
+        match self {
+            Kind::File => b'0',
+            Kind::Hardlink => b'1',
+            Kind::Symlink => b'2',
+            Kind::CharDevice => b'3',
+            Kind::BlockDevice => b'4',
+            Kind::Dir => b'5',
+            Kind::Fifo => b'6',
+        }
+    }
+}
+
+/// One tar header's worth of metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The path as stored (`/`-separated, relative; directories without a trailing `/`).
+    pub path: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Content size (files only).
+    pub size: u64,
+    /// Permission and type bits as written in the mode field.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    /// Symlink target or hard-link source path.
+    pub link: String,
+    /// Device numbers.
+    pub dev: (u32, u32),
+    /// PAX records other than those the fields above carry (xattrs, Windows records).
+    pub pax: BTreeMap<String, String>,
+}
+
+impl Header {
+    /// A header with defaults: mode 0644 (0755 for directories), owner 0, mtime 0.
+    pub fn new(path: &str, kind: Kind) -> Header {
+        Header {
+            path: path.to_string(),
+            kind,
+            size: 0,
+            mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            link: String::new(),
+            dev: (0, 0),
+            pax: BTreeMap::new(),
+        }
+    }
+}
+
+fn put_octal(field: &mut [u8], value: u64) -> bool {
+    let width = field.len() - 1;
+    let s = format!("{value:0width$o}");
+    if s.len() > width {
+        return false;
+    }
+    field[..width].copy_from_slice(s.as_bytes());
+    field[width] = 0;
+    true
+}
+
+fn put_str(field: &mut [u8], s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() > field.len() {
+        return false;
+    }
+    field[..b.len()].copy_from_slice(b);
+    true
+}
+
+fn checksum(h: &mut [u8; BLOCK]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+}
+
+fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    loop {
+        let candidate = format!("{len}{body}");
+        if candidate.len() == len {
+            return candidate;
+        }
+        len = candidate.len();
+    }
+}
+
+/// Encodes one header (with a PAX extended header before it when needed, or when
+/// `always_pax`) into `out`. Content and padding are the caller's.
+pub fn encode_header(h: &Header, always_pax: bool, out: &mut Vec<u8>) {
+    let mut records: BTreeMap<String, String> = h.pax.clone();
+    let mut block = [0u8; BLOCK];
+    let name = if h.kind == Kind::Dir && !h.path.ends_with('/') {
+        format!("{}/", h.path)
+    } else {
+        h.path.clone()
+    };
+    if !put_str(&mut block[0..100], &name) || !name.is_ascii() {
+        records.insert("path".into(), name.clone());
+        put_str(&mut block[0..100], truncate_ascii(&name, 100));
+    }
+    if !h.link.is_empty() && (!put_str(&mut block[157..257], &h.link) || !h.link.is_ascii()) {
+        records.insert("linkpath".into(), h.link.clone());
+        block[157..257].fill(0);
+        put_str(&mut block[157..257], truncate_ascii(&h.link, 100));
+    }
+    put_octal(&mut block[100..108], (h.mode & 0o7777777) as u64);
+    if !put_octal(&mut block[108..116], h.uid) {
+        records.insert("uid".into(), h.uid.to_string());
+        put_octal(&mut block[108..116], 0);
+    }
+    if !put_octal(&mut block[116..124], h.gid) {
+        records.insert("gid".into(), h.gid.to_string());
+        put_octal(&mut block[116..124], 0);
+    }
+    if !put_octal(&mut block[124..136], h.size) {
+        records.insert("size".into(), h.size.to_string());
+        put_octal(&mut block[124..136], 0);
+    }
+    if h.mtime < 0 || !put_octal(&mut block[136..148], h.mtime as u64) {
+        records.insert("mtime".into(), h.mtime.to_string());
+        put_octal(&mut block[136..148], 0);
+    }
+    block[156] = h.kind.typeflag();
+    block[257..263].copy_from_slice(b"ustar\0");
+    block[263..265].copy_from_slice(b"00");
+    if matches!(h.kind, Kind::CharDevice | Kind::BlockDevice) {
+        put_octal(&mut block[329..337], h.dev.0 as u64);
+        put_octal(&mut block[337..345], h.dev.1 as u64);
+    } else {
+        put_octal(&mut block[329..337], 0);
+        put_octal(&mut block[337..345], 0);
+    }
+    checksum(&mut block);
+    if !records.is_empty() || always_pax {
+        let body: String = records.iter().map(|(k, v)| pax_record(k, v)).collect();
+        let mut ph = [0u8; BLOCK];
+        let (dir, base) = match name.trim_end_matches('/').rsplit_once('/') {
+            Some((d, b)) => (format!("{d}/"), b),
+            None => (String::new(), name.trim_end_matches('/')),
+        };
+        let pax_name = format!("{dir}PaxHeaders.0/{base}");
+        put_str(&mut ph[0..100], truncate_ascii(&pax_name, 100));
+        put_octal(&mut ph[100..108], 0o644);
+        put_octal(&mut ph[108..116], 0);
+        put_octal(&mut ph[116..124], 0);
+        put_octal(&mut ph[124..136], body.len() as u64);
+        put_octal(&mut ph[136..148], 0);
+        ph[156] = b'x';
+        ph[257..263].copy_from_slice(b"ustar\0");
+        ph[263..265].copy_from_slice(b"00");
+        checksum(&mut ph);
+        out.extend_from_slice(&ph);
+        out.extend_from_slice(body.as_bytes());
+        pad_to_block(out, body.len() as u64);
+    }
+    out.extend_from_slice(&block);
+}
+
+fn truncate_ascii(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Appends zeros so that `len` bytes of content end on a block boundary.
+pub fn pad_to_block(out: &mut Vec<u8>, len: u64) {
+    let rem = (len % BLOCK as u64) as usize;
+    if rem != 0 {
+        out.extend(std::iter::repeat_n(0u8, BLOCK - rem));
+    }
+}
+
+/// The two zero blocks that end an archive.
+pub const END: [u8; BLOCK * 2] = [0u8; BLOCK * 2];
+
+/// An error reading a tar stream.
+#[derive(Debug, thiserror::Error)]
+pub enum TarError {
+    /// The stream could not be read.
+    #[error("reading the layer: {0}")]
+    Io(#[from] io::Error),
+    /// A header or record is malformed.
+    #[error("malformed tar at byte {offset}{}: {message}", entry.as_ref().map(|e| format!(" (entry `{e}`)")).unwrap_or_default())]
+    Malformed {
+        /// Byte offset of the header.
+        offset: u64,
+        /// The entry's name, when known.
+        entry: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// An entry read from a stream.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The metadata (PAX values applied; `pax` holds the other records).
+    pub header: Header,
+    /// Byte offset of the entry's first header in the uncompressed tar.
+    pub offset: u64,
+    /// True when this entry had a PAX extended header.
+    pub had_pax: bool,
+}
+
+/// Reads entries from an uncompressed tar stream.
+pub struct TarReader<R: Read> {
+    input: R,
+    offset: u64,
+    remaining: u64,
+    padding: u64,
+    globals: BTreeMap<String, String>,
+    ended: bool,
+}
+
+fn parse_num(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        let mut v: u64 = (field[0] & 0x7f) as u64;
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(b as u64)?;
+        }
+        return Some(v);
+    }
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    let s = std::str::from_utf8(&field[..end]).ok()?.trim_matches(' ');
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Parses PAX records (`len key=value\n`).
+pub fn parse_pax(data: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or("PAX record without a length")?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or("PAX record with a bad length")?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return Err("PAX record length does not fit".into());
+        }
+        let rec = &rest[sp + 1..len - 1];
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or("PAX record without `=`")?;
+        out.push((
+            String::from_utf8_lossy(&rec[..eq]).into_owned(),
+            String::from_utf8_lossy(&rec[eq + 1..]).into_owned(),
+        ));
+        rest = &rest[len..];
+    }
+    Ok(out)
+}
+
+impl<R: Read> TarReader<R> {
+    /// Reads from an uncompressed tar stream.
+    pub fn new(input: R) -> Self {
+        TarReader {
+            input,
+            offset: 0,
+            remaining: 0,
+            padding: 0,
+            globals: BTreeMap::new(),
+            ended: false,
+        }
+    }
+
+    /// Bytes of the tar consumed so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn malformed(&self, offset: u64, entry: Option<&str>, message: impl Into<String>) -> TarError {
+        TarError::Malformed {
+            offset,
+            entry: entry.map(String::from),
+            message: message.into(),
+        }
+    }
+
+    fn read_exact_counted(&mut self, buf: &mut [u8], what: &str) -> Result<(), TarError> {
+        let at = self.offset;
+        match self.input.read_exact(buf) {
+            Ok(()) => {
+                self.offset += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(self.malformed(at, None, format!("the stream ends inside {what}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn skip(&mut self, mut n: u64, what: &str) -> Result<(), TarError> {
+        let mut buf = [0u8; 16 * 1024];
+        while n > 0 {
+            let k = n.min(buf.len() as u64) as usize;
+            self.read_exact_counted(&mut buf[..k], what)?;
+            n -= k as u64;
+        }
+        Ok(())
+    }
+
+    /// The next entry; `None` at the end-of-archive marker (or a clean end of stream).
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, TarError> {
+        if self.ended {
+            return Ok(None);
+        }
+        let rest = self.remaining + self.padding;
+        self.skip(rest, "an entry's content")?;
+        self.remaining = 0;
+        self.padding = 0;
+        let mut pax: BTreeMap<String, String> = self.globals.clone();
+        let mut had_pax = false;
+        let mut gnu_name: Option<String> = None;
+        let mut gnu_link: Option<String> = None;
+        let mut first_offset = None;
+        loop {
+            let offset = self.offset;
+            first_offset.get_or_insert(offset);
+            let mut block = [0u8; BLOCK];
+            let mut got = 0;
+            while got < BLOCK {
+                let n = self.input.read(&mut block[got..])?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if got == 0 {
+                self.ended = true;
+                if had_pax || gnu_name.is_some() {
+                    return Err(self.malformed(
+                        offset,
+                        None,
+                        "the stream ends after an extended header",
+                    ));
+                }
+                return Ok(None);
+            }
+            if got < BLOCK {
+                return Err(self.malformed(offset, None, "the stream ends inside a header"));
+            }
+            self.offset += BLOCK as u64;
+            if block.iter().all(|&b| b == 0) {
+                self.ended = true;
+                return Ok(None);
+            }
+            let name_hint = cstr(&block[0..100]);
+            let stored = parse_num(&block[148..156])
+                .ok_or_else(|| self.malformed(offset, Some(&name_hint), "unreadable checksum"))?;
+            let mut copy = block;
+            copy[148..156].copy_from_slice(b"        ");
+            let unsigned: u64 = copy.iter().map(|&b| b as u64).sum();
+            let signed: i64 = copy.iter().map(|&b| b as i8 as i64).sum();
+            if stored != unsigned && stored as i64 != signed {
+                return Err(self.malformed(offset, Some(&name_hint), "header checksum mismatch"));
+            }
+            let size = parse_num(&block[124..136])
+                .ok_or_else(|| self.malformed(offset, Some(&name_hint), "unreadable size"))?;
+            let pad = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+            let typeflag = block[156];
+            match typeflag {
+                b'x' | b'g' | b'L' | b'K' => {
+                    if size > MAX_EXTENDED_HEADER {
+                        return Err(self.malformed(
+                            offset,
+                            Some(&name_hint),
+                            format!("extended header of {size} bytes is larger than the {MAX_EXTENDED_HEADER} allowed"),
+                        ));
+                    }
+                    let mut data = vec![0u8; size as usize];
+                    self.read_exact_counted(&mut data, "an extended header")?;
+                    self.skip(pad, "an extended header")?;
+                    match typeflag {
+                        b'L' => gnu_name = Some(cstr(&data)),
+                        b'K' => gnu_link = Some(cstr(&data)),
+                        _ => {
+                            let recs = parse_pax(&data)
+                                .map_err(|m| self.malformed(offset, Some(&name_hint), m))?;
+                            for (k, v) in recs {
+                                if typeflag == b'g' {
+                                    self.globals.insert(k.clone(), v.clone());
+                                }
+                                pax.insert(k, v);
+                            }
+                            had_pax |= typeflag == b'x';
+                        }
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let ustar = &block[257..262] == b"ustar";
+            let mut path = match (pax.remove("path"), gnu_name.take()) {
+                (Some(p), _) => p,
+                (None, Some(g)) => g,
+                (None, None) => {
+                    let base = cstr(&block[0..100]);
+                    let prefix = if ustar && &block[263..265] == b"00" {
+                        cstr(&block[345..500])
+                    } else {
+                        String::new()
+                    };
+                    if prefix.is_empty() {
+                        base
+                    } else {
+                        format!("{prefix}/{base}")
+                    }
+                }
+            };
+            let link = pax
+                .remove("linkpath")
+                .or(gnu_link.take())
+                .unwrap_or_else(|| cstr(&block[157..257]));
+            let kind = match typeflag {
+                b'0' | 0 | b'7' => {
+                    if path.ends_with('/') {
+                        Kind::Dir
+                    } else {
+                        Kind::File
+                    }
+                }
+                b'1' => Kind::Hardlink,
+                b'2' => Kind::Symlink,
+                b'3' => Kind::CharDevice,
+                b'4' => Kind::BlockDevice,
+                b'5' => Kind::Dir,
+                b'6' => Kind::Fifo,
+                other => {
+                    return Err(self.malformed(
+                        offset,
+                        Some(&path),
+                        format!("unsupported entry type `{}`", other as char),
+                    ));
+                }
+            };
+            while path.len() > 1 && path.ends_with('/') {
+                path.pop();
+            }
+            let num =
+                |key: &str, field: &[u8], pax: &mut BTreeMap<String, String>| -> Option<u64> {
+                    match pax.remove(key) {
+                        Some(v) => v.split('.').next().and_then(|s| s.parse().ok()),
+                        None => parse_num(field),
+                    }
+                };
+            let size = match pax.remove("size") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| self.malformed(offset, Some(&path), "bad PAX size"))?,
+                None => size,
+            };
+            let mode = parse_num(&block[100..108]).unwrap_or(0) as u32;
+            let uid = num("uid", &block[108..116], &mut pax).unwrap_or(0);
+            let gid = num("gid", &block[116..124], &mut pax).unwrap_or(0);
+            let mtime = match pax.remove("mtime") {
+                Some(v) => v
+                    .split('.')
+                    .next()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or(0),
+                None => parse_num(&block[136..148]).unwrap_or(0) as i64,
+            };
+            for k in ["atime", "ctime", "uname", "gname"] {
+                pax.remove(k);
+            }
+            let dev = (
+                parse_num(&block[329..337]).unwrap_or(0) as u32,
+                parse_num(&block[337..345]).unwrap_or(0) as u32,
+            );
+            let content = if matches!(kind, Kind::File) { size } else { 0 };
+            let content_pad = (BLOCK as u64 - content % BLOCK as u64) % BLOCK as u64;
+            // Non-file entries may still carry a size field; skip what they claim.
+            if !matches!(kind, Kind::File) && size > 0 && typeflag != b'1' && typeflag != b'5' {
+                self.remaining = size;
+                self.padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+            } else {
+                self.remaining = content;
+                self.padding = content_pad;
+            }
+            return Ok(Some(Entry {
+                header: Header {
+                    path,
+                    kind,
+                    size: content,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    link,
+                    dev,
+                    pax,
+                },
+                offset: first_offset.unwrap_or(offset),
+                had_pax,
+            }));
+        }
+    }
+
+    /// Reads whatever follows the end-of-archive marker to the end of the stream, so that a
+    /// compressed stream's trailer and checksum are verified. Returns the bytes skipped.
+    pub fn drain(mut self) -> Result<u64, TarError> {
+        let at = self.offset;
+        io::copy(&mut self.input, &mut io::sink()).map_err(|e| TarError::Malformed {
+            offset: at,
+            entry: None,
+            message: format!("the stream after the archive's end is unreadable (truncated or corrupt compression?): {e}"),
+        })
+    }
+
+    /// Reads the current entry's content.
+    pub fn content(&mut self) -> Content<'_, R> {
+        Content { tar: self }
+    }
+}
+
+/// The current entry's content, as a reader.
+pub struct Content<'a, R: Read> {
+    tar: &'a mut TarReader<R>,
+}
+
+impl<R: Read> Read for Content<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.tar.remaining == 0 {
+            return Ok(0);
+        }
+        let k = (self.tar.remaining.min(buf.len() as u64)) as usize;
+        let n = self.tar.input.read(&mut buf[..k])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the layer ends inside an entry's content (at byte {})",
+                    self.tar.offset
+                ),
+            ));
+        }
+        self.tar.remaining -= n as u64;
+        self.tar.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes raw tar bytes (headers then content) to a sink; used by the layer writer.
+pub fn write_entry(
+    out: &mut impl Write,
+    h: &Header,
+    always_pax: bool,
+    content: Option<&mut dyn Read>,
+) -> io::Result<u64> {
+    let mut buf = Vec::with_capacity(BLOCK * 4);
+    encode_header(h, always_pax, &mut buf);
+    out.write_all(&buf)?;
+    let mut written = buf.len() as u64;
+    if h.kind == Kind::File && h.size > 0 {
+        let Some(r) = content else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}`: no content given", h.path),
+            ));
+        };
+        let n = io::copy(&mut r.take(h.size), out)?;
+        if n != h.size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "`{}`: expected {} bytes of content, read {n} (did the file change while being read?)",
+                    h.path, h.size
+                ),
+            ));
+        }
+        let mut pad = Vec::new();
+        pad_to_block(&mut pad, h.size);
+        out.write_all(&pad)?;
+        written += n + pad.len() as u64;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_with_pax() {
+        let mut h = Header::new(&format!("deep/{}", "n".repeat(150)), Kind::File);
+        h.size = 3;
+        h.mtime = 1_700_000_000;
+        h.uid = 1000;
+        h.pax.insert("SCHILY.xattr.user.test".into(), "v".into());
+        let mut buf = Vec::new();
+        write_entry(&mut buf, &h, false, Some(&mut &b"abc"[..])).unwrap();
+        let mut l = Header::new("link", Kind::Symlink);
+        l.link = "../target".into();
+        write_entry(&mut buf, &l, false, None).unwrap();
+        buf.extend_from_slice(&END);
+        let mut r = TarReader::new(&buf[..]);
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(e.header.path, h.path);
+        assert_eq!(
+            (e.header.size, e.header.mtime, e.header.uid),
+            (3, 1_700_000_000, 1000)
+        );
+        assert_eq!(
+            e.header
+                .pax
+                .get("SCHILY.xattr.user.test")
+                .map(String::as_str),
+            Some("v")
+        );
+        let mut s = String::new();
+        r.content().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abc");
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(
+            (e.header.kind, e.header.link.as_str()),
+            (Kind::Symlink, "../target")
+        );
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn gnu_tar_agrees() {
+        let mut buf = Vec::new();
+        let mut h = Header::new(&format!("x/{}", "y".repeat(120)), Kind::File);
+        h.size = 5;
+        write_entry(&mut buf, &h, true, Some(&mut &b"hello"[..])).unwrap();
+        buf.extend_from_slice(&END);
+        let mut child = std::process::Command::new("tar")
+            .args(["-tf", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&buf).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), h.path);
+    }
+
+    #[test]
+    fn malformed_input_is_refused() {
+        let mut buf = Vec::new();
+        let mut h = Header::new("f", Kind::File);
+        h.size = 1000;
+        write_entry(&mut buf, &h, false, Some(&mut &[1u8; 1000][..])).unwrap();
+        let mut bad = buf.clone();
+        bad[0] = b'g';
+        assert!(
+            TarReader::new(&bad[..])
+                .next_entry()
+                .unwrap_err()
+                .to_string()
+                .contains("checksum")
+        );
+        let truncated = &buf[..700];
+        let mut r = TarReader::new(truncated);
+        r.next_entry().unwrap();
+        let mut sink = Vec::new();
+        assert!(r.content().read_to_end(&mut sink).is_err());
+        assert!(TarReader::new(&buf[..100]).next_entry().is_err());
+        assert!(parse_pax(b"5 a=b\n").is_err());
+        assert!(parse_pax(b"999 a=b\n").is_err());
+    }
+}
