@@ -7,7 +7,11 @@ cd "$(dirname "$0")"
 # Debian packages the checks and tests use:
 # - gcc-mingw-w64-x86-64-posix: C compiler for -sys crates when type-checking the Windows target
 # - skopeo, umoci: real OCI tools that must read the store and our archives
-packages=(gcc-mingw-w64-x86-64-posix skopeo umoci)
+# - busybox-static: the Linux base image fixture is made from /bin/busybox
+# - docker.io: a real Docker engine (started by the tests on a private socket) loads and runs
+#   what `wcbuild save --format docker` writes
+# - pigz: the peer the layer benchmark measures against
+packages=(gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz)
 need_apt=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -34,6 +34,7 @@ fn opts(format: Format, compression: Compression) -> LayerOptions {
         source_date_epoch: None,
         threads: 2,
         windows_owner: None,
+        windows_base: false,
     }
 }
 

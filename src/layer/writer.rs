@@ -31,6 +31,9 @@ pub struct LayerOptions {
     /// Windows: the owner SID written into security descriptors (default: the builders'
     /// descriptors, owned by BUILTIN\Administrators).
     pub windows_owner: Option<String>,
+    /// Windows: write a base layer (no `Hives/`; `UtilityVM/` allowed through
+    /// [`LayerWriter::append_at`]).
+    pub windows_base: bool,
 }
 
 impl Default for LayerOptions {
@@ -44,6 +47,7 @@ impl Default for LayerOptions {
                 .unwrap_or(2)
                 .min(4),
             windows_owner: None,
+            windows_base: false,
         }
     }
 }
@@ -90,8 +94,14 @@ impl<W: Write> LayerWriter<W> {
         }
         self.started = true;
         if self.opts.format == Format::Windows {
-            // Hives before Files, as BuildKit's and hcsshim's writers order them.
-            for top in ["Hives", "Files"] {
+            // Hives before Files, as BuildKit's and hcsshim's writers order them; a base layer
+            // has no Hives.
+            let tops: &[&str] = if self.opts.windows_base {
+                &["Files"]
+            } else {
+                &["Hives", "Files"]
+            };
+            for &top in tops {
                 let mut h = Header::new(top, Kind::Dir);
                 h.mtime = self.clamp(0);
                 windows::decorate(&mut h, self.opts.windows_owner.as_deref(), false);
@@ -174,6 +184,38 @@ impl<W: Write> LayerWriter<W> {
                 _ => {}
             }
             windows::decorate(&mut header, self.opts.windows_owner.as_deref(), dir_link);
+        }
+        if header.kind == Kind::Dir {
+            if self.emitted_dirs.contains(&header.path) {
+                return Ok(());
+            }
+            self.emitted_dirs.insert(header.path.clone());
+        }
+        write_entry(&mut self.tar, &header, windows, content)?;
+        Ok(())
+    }
+
+    /// Appends an entry at an exact tar path (Windows layers: `Files/…`, `UtilityVM/Files/…`),
+    /// decorated with the Windows records. Parents are synthesized as for [`Self::append`].
+    pub fn append_at(
+        &mut self,
+        mut header: Header,
+        content: Option<&mut dyn Read>,
+    ) -> io::Result<()> {
+        self.start()?;
+        let path = header.path.trim_matches('/').to_string();
+        if path.is_empty() || path.split('/').any(|c| c == ".." || c == ".") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not a relative tar path", header.path),
+            ));
+        }
+        header.path = path;
+        header.mtime = self.clamp(header.mtime);
+        self.parents(&header.path, header.mtime)?;
+        let windows = self.opts.format == Format::Windows;
+        if windows {
+            windows::decorate(&mut header, self.opts.windows_owner.as_deref(), false);
         }
         if header.kind == Kind::Dir {
             if self.emitted_dirs.contains(&header.path) {

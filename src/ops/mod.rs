@@ -4,5 +4,6 @@
 
 pub mod archive;
 pub mod dockerfile;
+pub mod fixtures;
 pub mod images;
 pub mod layer;
