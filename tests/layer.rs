@@ -508,3 +508,26 @@ fn layer_commands() {
     assert!(err.contains("refused entry `evil/owned`"), "{err}");
     assert!(!Path::new("/tmp/owned").exists());
 }
+
+#[test]
+fn linux_layers_carry_xattrs() {
+    let src = tempdir("xattr-src");
+    fs::write(src.join("f"), "data").unwrap();
+    wcbuild::layer::xattr::set(&src.join("f"), "user.wcbuild.test", b"\x00binary\xff").unwrap();
+    let mut w = LayerWriter::new(Vec::new(), opts(Format::Linux, Compression::Gzip(6))).unwrap();
+    pack_dir(&src, &mut w, false).unwrap();
+    let blob = w.finish().unwrap().1;
+    let dest = tempdir("xattr-dest").join("root");
+    let s = extract(
+        std::io::Cursor::new(blob),
+        &dest,
+        &ExtractOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(s.xattrs_skipped, 0);
+    let got = wcbuild::layer::xattr::list(&dest.join("f")).unwrap();
+    assert_eq!(
+        got.get("user.wcbuild.test").map(Vec::as_slice),
+        Some(&b"\x00binary\xff"[..])
+    );
+}

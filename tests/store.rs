@@ -168,3 +168,43 @@ fn prune_keeps_what_tags_reach_and_waits_for_no_writer() {
     }
     assert!(store.blob_size(&orphan).unwrap().is_none());
 }
+
+#[test]
+fn a_layer_is_compressed_once_and_remembered() {
+    let dir = tempdir("compress-once");
+    let store = Store::open(&dir).unwrap();
+    let tar: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
+    let diff_id = store.put_blob(&tar, None).unwrap();
+    let gz = wcbuild::layer::Compression::Gzip(6);
+    let first = wcbuild::ops::images::compressed_layer(&store, &diff_id, gz).unwrap();
+    assert_eq!(
+        first.media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let blobs = blobs_in(&store);
+    // The compressed blob decompresses to the layer.
+    let mut back = Vec::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(store.open_blob(&first.digest).unwrap())
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, tar);
+    // Asked again: the record answers; nothing is compressed or written.
+    let record = dir
+        .join("cache/v1/compressed")
+        .join(diff_id.trim_start_matches("sha256:"));
+    assert!(record.is_dir());
+    let second = wcbuild::ops::images::compressed_layer(&store, &diff_id, gz).unwrap();
+    assert_eq!(first, second);
+    assert_eq!(blobs_in(&store), blobs);
+    // zstd is another variant, remembered separately.
+    let z = wcbuild::ops::images::compressed_layer(
+        &store,
+        &diff_id,
+        wcbuild::layer::Compression::Zstd(3),
+    )
+    .unwrap();
+    assert_ne!(z.digest, first.digest);
+}

@@ -64,6 +64,8 @@ pub struct ExtractSummary {
     pub whiteouts: u64,
     /// Entries skipped: Windows `Hives/` and `UtilityVM/`, devices when not root.
     pub skipped: u64,
+    /// Extended attributes the file system refused (e.g. `security.*` without privilege).
+    pub xattrs_skipped: u64,
 }
 
 /// Why an extraction stopped.
@@ -422,6 +424,14 @@ fn extract_into(
             Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
                 if !make_special(h.kind, &path, h.mode, h.dev)? {
                     summary.skipped += 1;
+                }
+            }
+        }
+        if !win && !h.xattrs.is_empty() && h.kind != Kind::Symlink {
+            for (k, v) in &h.xattrs {
+                if let Err(e) = super::xattr::set(&path, k, v) {
+                    tracing::debug!("xattr `{k}` on `{}` not restored: {e}", path.display());
+                    summary.xattrs_skipped += 1;
                 }
             }
         }

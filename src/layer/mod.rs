@@ -5,14 +5,17 @@
 //! any `Read`/`Write`). The Windows format code is portable and tested on Linux.
 
 pub mod compress;
+pub mod diff;
 pub mod extract;
 pub mod pack;
 pub mod reader;
 pub mod tar;
 pub mod windows;
 pub mod writer;
+pub mod xattr;
 
 pub use compress::{Compression, compress_stream};
+pub use diff::{Change, ChangeSet, diff_trees, write_changes};
 pub use extract::{ExtractError, ExtractOptions, ExtractSummary, extract};
 pub use pack::pack_dir;
 pub use reader::{ReadLimits, tar_reader};

@@ -92,6 +92,9 @@ fn walk<W: Write>(
             h.uid = uid;
             h.gid = gid;
         }
+        if kind != Kind::Symlink {
+            h.xattrs = super::xattr::list(&path).unwrap_or_default();
+        }
         *count += 1;
         match kind {
             Kind::Dir => {

@@ -67,6 +67,8 @@ pub struct Header {
     pub dev: (u32, u32),
     /// PAX records other than those the fields above carry (xattrs, Windows records).
     pub pax: BTreeMap<String, String>,
+    /// Extended attributes (PAX `SCHILY.xattr.<name>`), values as raw bytes.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl Header {
@@ -83,6 +85,7 @@ impl Header {
             link: String::new(),
             dev: (0, 0),
             pax: BTreeMap::new(),
+            xattrs: BTreeMap::new(),
         }
     }
 }
@@ -114,16 +117,19 @@ fn checksum(h: &mut [u8; BLOCK]) {
     h[148..156].copy_from_slice(s.as_bytes());
 }
 
-fn pax_record(key: &str, value: &str) -> String {
-    let body = format!(" {key}={value}\n");
-    let mut len = body.len() + 1;
-    loop {
-        let candidate = format!("{len}{body}");
-        if candidate.len() == len {
-            return candidate;
-        }
-        len = candidate.len();
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body_len = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = body_len + 1;
+    while len.to_string().len() + body_len != len {
+        len = len.to_string().len() + body_len;
     }
+    let mut out = len.to_string().into_bytes();
+    out.push(b' ');
+    out.extend_from_slice(key.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
 }
 
 /// Encodes one header (with a PAX extended header before it when needed, or when
@@ -173,8 +179,18 @@ pub fn encode_header(h: &Header, always_pax: bool, out: &mut Vec<u8>) {
         put_octal(&mut block[337..345], 0);
     }
     checksum(&mut block);
-    if !records.is_empty() || always_pax {
-        let body: String = records.iter().map(|(k, v)| pax_record(k, v)).collect();
+    if !records.is_empty() || !h.xattrs.is_empty() || always_pax {
+        let mut body: Vec<u8> = Vec::new();
+        let mut all: BTreeMap<String, Vec<u8>> = records
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        for (k, v) in &h.xattrs {
+            all.insert(format!("SCHILY.xattr.{k}"), v.clone());
+        }
+        for (k, v) in &all {
+            body.extend_from_slice(&pax_record(k, v));
+        }
         let mut ph = [0u8; BLOCK];
         let (dir, base) = match name.trim_end_matches('/').rsplit_once('/') {
             Some((d, b)) => (format!("{d}/"), b),
@@ -192,7 +208,7 @@ pub fn encode_header(h: &Header, always_pax: bool, out: &mut Vec<u8>) {
         ph[263..265].copy_from_slice(b"00");
         checksum(&mut ph);
         out.extend_from_slice(&ph);
-        out.extend_from_slice(body.as_bytes());
+        out.extend_from_slice(&body);
         pad_to_block(out, body.len() as u64);
     }
     out.extend_from_slice(&block);
@@ -278,7 +294,7 @@ fn cstr(b: &[u8]) -> String {
 }
 
 /// Parses PAX records (`len key=value\n`).
-pub fn parse_pax(data: &[u8]) -> Result<Vec<(String, String)>, String> {
+pub fn parse_pax(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
@@ -300,7 +316,7 @@ pub fn parse_pax(data: &[u8]) -> Result<Vec<(String, String)>, String> {
             .ok_or("PAX record without `=`")?;
         out.push((
             String::from_utf8_lossy(&rec[..eq]).into_owned(),
-            String::from_utf8_lossy(&rec[eq + 1..]).into_owned(),
+            rec[eq + 1..].to_vec(),
         ));
         rest = &rest[len..];
     }
@@ -367,6 +383,7 @@ impl<R: Read> TarReader<R> {
         self.remaining = 0;
         self.padding = 0;
         let mut pax: BTreeMap<String, String> = self.globals.clone();
+        let mut xattrs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut had_pax = false;
         let mut gnu_name: Option<String> = None;
         let mut gnu_link: Option<String> = None;
@@ -435,6 +452,11 @@ impl<R: Read> TarReader<R> {
                             let recs = parse_pax(&data)
                                 .map_err(|m| self.malformed(offset, Some(&name_hint), m))?;
                             for (k, v) in recs {
+                                if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                                    xattrs.insert(name.to_string(), v);
+                                    continue;
+                                }
+                                let v = String::from_utf8_lossy(&v).into_owned();
                                 if typeflag == b'g' {
                                     self.globals.insert(k.clone(), v.clone());
                                 }
@@ -547,6 +569,7 @@ impl<R: Read> TarReader<R> {
                     link,
                     dev,
                     pax,
+                    xattrs,
                 },
                 offset: first_offset.unwrap_or(offset),
                 had_pax,
@@ -644,7 +667,8 @@ mod tests {
         h.size = 3;
         h.mtime = 1_700_000_000;
         h.uid = 1000;
-        h.pax.insert("SCHILY.xattr.user.test".into(), "v".into());
+        h.xattrs
+            .insert("user.test".into(), vec![0, 1, 2, b'\n', 255]);
         let mut buf = Vec::new();
         write_entry(&mut buf, &h, false, Some(&mut &b"abc"[..])).unwrap();
         let mut l = Header::new("link", Kind::Symlink);
@@ -659,11 +683,8 @@ mod tests {
             (3, 1_700_000_000, 1000)
         );
         assert_eq!(
-            e.header
-                .pax
-                .get("SCHILY.xattr.user.test")
-                .map(String::as_str),
-            Some("v")
+            e.header.xattrs.get("user.test").map(Vec::as_slice),
+            Some(&[0u8, 1, 2, b'\n', 255][..])
         );
         let mut s = String::new();
         r.content().read_to_string(&mut s).unwrap();

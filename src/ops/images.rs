@@ -549,3 +549,29 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<Loaded>, ImageError> {
     }
     Ok(loaded)
 }
+
+/// The compressed blob of an uncompressed layer blob, made once and remembered: the first
+/// call compresses (streaming, hashing as it writes) and records `diff_id → digest`; later
+/// calls return the record. This is what a push or an export of an image whose layers are
+/// kept uncompressed uses.
+pub fn compressed_layer(
+    store: &Store,
+    uncompressed: &str,
+    compression: crate::layer::Compression,
+) -> Result<crate::image::Descriptor, ImageError> {
+    let media_type = compression.media_type();
+    if let Some((digest, size)) = store.compressed(uncompressed, media_type)? {
+        return Ok(crate::image::Descriptor::new(media_type, &digest, size));
+    }
+    let mut input = std::io::BufReader::with_capacity(1 << 20, store.open_blob(uncompressed)?);
+    let mut writer = store.blob_writer()?;
+    let (digest, size) = crate::layer::compress_stream(&mut input, &mut writer, compression, 2)
+        .map_err(|e| ImageError::Io {
+            op: "compress layer",
+            path: PathBuf::from(uncompressed),
+            source: e,
+        })?;
+    let stored = writer.commit(Some(&digest), Some(size))?;
+    store.remember_compressed(uncompressed, media_type, &stored, size)?;
+    Ok(crate::image::Descriptor::new(media_type, &stored, size))
+}

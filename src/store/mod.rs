@@ -411,6 +411,61 @@ impl Store {
         self.root.join("cache").join(format!("v{CACHE_VERSION}"))
     }
 
+    fn compressed_record(&self, diff_id: &str, media_type: &str) -> Result<PathBuf, StoreError> {
+        let hex = digest_hex(diff_id)?;
+        let kind: String = media_type
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Ok(self.cache_dir().join("compressed").join(hex).join(kind))
+    }
+
+    /// Remembers that the uncompressed layer `diff_id` is also in the store compressed as
+    /// `digest` (`size` bytes, `media_type`), so that a push or an export never compresses
+    /// the same layer twice.
+    pub fn remember_compressed(
+        &self,
+        diff_id: &str,
+        media_type: &str,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        digest_hex(digest)?;
+        let path = self.compressed_record(diff_id, media_type)?;
+        let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf();
+        let body = serde_json::json!({"digest": digest, "size": size, "mediaType": media_type});
+        self.write_record(&rel, body.to_string().as_bytes())
+    }
+
+    /// The compressed form of the uncompressed layer `diff_id` in `media_type`, if it was
+    /// made before and its blob is still in the store.
+    pub fn compressed(
+        &self,
+        diff_id: &str,
+        media_type: &str,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let path = self.compressed_record(diff_id, media_type)?;
+        let Ok(bytes) = fs::read(&path) else {
+            return Ok(None);
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Ok(None);
+        };
+        let (Some(d), Some(size)) = (v["digest"].as_str(), v["size"].as_u64()) else {
+            return Ok(None);
+        };
+        Ok(match self.blob_size(d)? {
+            Some(s) if s == size => Some((d.to_string(), size)),
+            _ => None,
+        })
+    }
+
     /// Writes a small file under the store root atomically (for other parts' records).
     pub fn write_record(&self, relative: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.root.join(relative);
