@@ -105,10 +105,41 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Bytes of each of the three samples taken from a block to decide whether it is worth
+/// compressing.
+const SAMPLE: usize = 16 * 1024;
+
+/// True when samples from the start, middle and end of `data` all fail to shrink by 2% at
+/// level 1: random or already compressed content, which deflate would only re-encode at full
+/// cost.
+fn incompressible(data: &[u8]) -> bool {
+    if data.len() < 8 * SAMPLE {
+        return false;
+    }
+    let starts = [0, data.len() / 2 - SAMPLE / 2, data.len() - SAMPLE];
+    starts.iter().all(|&at| {
+        let sample = &data[at..at + SAMPLE];
+        let mut c = Compress::new(flate2::Compression::new(1), false);
+        let mut out = Vec::with_capacity(SAMPLE + 1024);
+        c.compress_vec(sample, &mut out, FlushCompress::Finish)
+            .is_ok()
+            && c.total_in() as usize == SAMPLE
+            && out.len() * 100 >= SAMPLE * 98
+    })
+}
+
 /// Deflates one block: raw deflate primed with `dict`, sync-flushed, or finished when `last`.
+/// A block that does not compress is written as stored deflate blocks (level 0) instead,
+/// which every inflater reads and which costs a copy instead of a search; the choice depends
+/// only on the block's bytes, so output stays deterministic.
 pub fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let level = if level > 0 && incompressible(data) {
+        0
+    } else {
+        level
+    };
     let mut c = Compress::new(flate2::Compression::new(level), false);
-    if !dict.is_empty() {
+    if !dict.is_empty() && level > 0 {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
     let mut out = Vec::with_capacity(data.len() / 2 + 4096);
@@ -454,5 +485,43 @@ mod tests {
             assert_eq!(size, out.len() as u64);
             assert_eq!(digest, format_digest(&Sha256::digest(&out)));
         }
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn random_blocks_are_stored_and_text_is_compressed() {
+        let mut x: u64 = 7;
+        let random: Vec<u8> = (0..GZIP_BLOCK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(incompressible(&random));
+        let text = b"lorem ipsum dolor sit amet ".repeat(GZIP_BLOCK / 27);
+        assert!(!incompressible(&text));
+        // Random start, compressible rest: still compressed.
+        let mut mixed = random[..GZIP_BLOCK / 4].to_vec();
+        mixed.extend_from_slice(&text[..GZIP_BLOCK * 3 / 4]);
+        assert!(!incompressible(&mixed));
+        // Stored blocks decode like any other.
+        let mut g = ParallelGzip::new(Vec::new(), 6, 2);
+        g.write_all(&random).unwrap();
+        g.write_all(&text).unwrap();
+        let gz = g.finish().unwrap();
+        assert!(gz.len() < random.len() + text.len() / 10);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back.len(), random.len() + text.len());
+        assert!(back[..random.len()] == random[..] && back[random.len()..] == text[..]);
     }
 }
