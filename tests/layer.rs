@@ -531,3 +531,19 @@ fn linux_layers_carry_xattrs() {
         Some(&b"\x00binary\xff"[..])
     );
 }
+
+#[test]
+fn a_hard_link_into_a_parent_layer_is_a_warning_not_a_violation() {
+    let mut w = LayerWriter::new(Vec::new(), opts(Format::Windows, Compression::None)).unwrap();
+    let mut l = Header::new("app/copy.dll", Kind::Hardlink);
+    l.link = "Windows/System32/base.dll".into();
+    w.append(l, None, false).unwrap();
+    let tar = w.finish().unwrap().1;
+    let r = check_windows_layer(std::io::Cursor::new(tar), ReadLimits::default()).unwrap();
+    assert!(r.violations.is_empty(), "{r}");
+    assert_eq!(r.warnings.len(), 1);
+    assert!(
+        r.to_string().contains("warning: `Files/app/copy.dll`"),
+        "{r}"
+    );
+}

@@ -228,15 +228,24 @@ pub struct CheckReport {
     pub base_layer: bool,
     /// Everything wrong, in tar order.
     pub violations: Vec<Violation>,
+    /// What may be fine but cannot be verified from this layer alone (a hard link to a file
+    /// in a parent layer).
+    pub warnings: Vec<Violation>,
 }
 
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for v in &self.violations {
-            if v.entry.is_empty() {
-                writeln!(f, "layer: {}", v.message)?;
-            } else {
-                writeln!(f, "`{}` (at byte {}): {}", v.entry, v.offset, v.message)?;
+        for (label, list) in [("", &self.violations), ("warning: ", &self.warnings)] {
+            for v in list {
+                if v.entry.is_empty() {
+                    writeln!(f, "{label}layer: {}", v.message)?;
+                } else {
+                    writeln!(
+                        f,
+                        "{label}`{}` (at byte {}): {}",
+                        v.entry, v.offset, v.message
+                    )?;
+                }
             }
         }
         write!(
@@ -411,7 +420,11 @@ impl Checker {
                     );
                 } else if !self.seen.contains(&h.link) {
                     // Allowed when the target is in a parent layer; a linter can only warn.
-                    self.violation(e, format!("hard link target `{}` is not earlier in this layer (fine only if a parent layer has it)", h.link));
+                    self.report.warnings.push(Violation {
+                        entry: h.path.clone(),
+                        offset: e.offset,
+                        message: format!("hard link target `{}` is not earlier in this layer; the import fails unless a parent layer has it", h.link),
+                    });
                 }
             }
             Kind::Symlink if h.link.contains('/') && !h.link.contains('\\') => {
