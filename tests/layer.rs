@@ -547,3 +547,51 @@ fn a_hard_link_into_a_parent_layer_is_a_warning_not_a_violation() {
         "{r}"
     );
 }
+
+/// Mutated layers (plain and gzip) never make the reader, the checker or extraction panic,
+/// and extraction never leaves a partial tree.
+#[test]
+fn fuzzed_layers_never_panic() {
+    let mut seeds = vec![golden_layer(Format::Windows), golden_layer(Format::Linux)];
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&seeds[0]).unwrap();
+    seeds.push(gz.finish().unwrap());
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let parent = tempdir("fuzz");
+    for i in 0..600 {
+        let mut b = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..1 + next() % 6 {
+            let at = (next() % b.len() as u64) as usize;
+            match next() % 3 {
+                0 => b[at] = next() as u8,
+                1 => b.truncate(at.max(1)),
+                _ => b[at] ^= 1 << (next() % 8),
+            }
+        }
+        let _ = check_windows_layer(std::io::Cursor::new(b.clone()), ReadLimits::default());
+        let target = parent.join(format!("t{i}"));
+        match extract(std::io::Cursor::new(b), &target, &ExtractOptions::default()) {
+            Ok(_) => {}
+            Err(_) => assert!(
+                !target.exists(),
+                "a failed extraction left {}",
+                target.display()
+            ),
+        }
+    }
+    let leftovers: Vec<_> = fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("wcbuild-extract"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "staging directories left: {leftovers:?}"
+    );
+}
