@@ -434,9 +434,9 @@ fn cli_commands_not_built_exit_2_and_say_so() {
     let (code, _, err) = wcbuild(&["pull", "alpine"], None);
     assert_eq!(code, 2);
     assert!(err.contains("`wcbuild pull` is not built yet"), "{err}");
-    let (code, _, err) = wcbuild(&["-t", "app:1.0", "."], None);
+    let (code, _, err) = wcbuild(&["push", "app:1.0"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("`wcbuild build` is not built yet"), "{err}");
+    assert!(err.contains("`wcbuild push` is not built yet"), "{err}");
 }
 
 #[test]

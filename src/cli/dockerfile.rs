@@ -1,7 +1,7 @@
 //! `wcbuild dockerfile parse|check|expand`: the Dockerfile front end on its own.
 
 use super::CliError;
-use crate::dockerfile::Instruction;
+use crate::dockerfile::{Instruction, go_quote};
 use crate::image::Platform;
 use crate::ops::dockerfile as ops;
 use crate::plan::{PlanOptions, command_words, format_platform};
@@ -157,32 +157,6 @@ pub fn dump(inst: &Instruction) -> String {
         s.push_str(&go_quote(a));
     }
     s
-}
-
-/// Go's `strconv.Quote`.
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\x0b' => out.push_str("\\v"),
-            '\u{fffd}' => out.push_str("\\ufffd"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c if c.is_control() || c == '\u{feff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn plan_options(args: &PlanArgs) -> Result<PlanOptions, CliError> {

@@ -4,6 +4,7 @@
 //!
 //! Exit codes: 0 success, 1 the command failed, 2 usage errors (and commands not built yet).
 
+mod build;
 mod dockerfile;
 mod images;
 mod layer;
@@ -50,7 +51,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Build an image from a Dockerfile (also: `wcbuild [OPTIONS] CONTEXT`)
-    Build(Pending),
+    Build(build::BuildArgs),
     /// Pull an image or index from a registry into the store
     Pull(Pending),
     /// Push an image or index from the store to a registry
@@ -157,6 +158,7 @@ pub fn main() -> ExitCode {
     let g = &cli.global;
     let outcome = match cli.command {
         Commands::Dockerfile(cmd) => dockerfile::run(cmd),
+        Commands::Build(a) => build::run(g, a),
         Commands::Images(a) => images::images(g, a),
         Commands::Inspect(a) => images::inspect(g, a),
         Commands::Tag(a) => images::tag(g, a),

@@ -388,6 +388,12 @@ fn glob_match(
     ok
 }
 
+/// Whether one path component matches one glob component (`*`, `?`, `[...]`, `\` escapes),
+/// as `COPY` sources are matched. A malformed pattern matches nothing.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    Pattern::compile(pattern, false, 0).is_ok_and(|p| p.matches(name))
+}
+
 /// The parent-match state one directory passes to its entries during a walk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MatchInfo {

@@ -14,5 +14,5 @@ pub mod lexer;
 pub mod parser;
 
 pub use check::{Command, check};
-pub use error::{Diagnostic, Location, ParseError, Severity};
+pub use error::{Diagnostic, Location, ParseError, Severity, go_quote};
 pub use parser::{Directives, Dockerfile, Heredoc, Instruction, parse};

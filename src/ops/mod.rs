@@ -3,6 +3,7 @@
 //! prints.
 
 pub mod archive;
+pub mod build;
 pub mod dockerfile;
 pub mod fixtures;
 pub mod images;

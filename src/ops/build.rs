@@ -1,0 +1,1110 @@
+//! `wcbuild build`: a Dockerfile and a context in, an image in the store out.
+//!
+//! This first version builds every instruction but `RUN` (which needs a runtime), on Linux and
+//! Windows stages: metadata instructions change the config and add history entries as
+//! BuildKit writes them; `COPY` and `ADD` of local files (from the context, honouring
+//! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
+//! Not yet: `COPY --from`, `--parents`, symbolic `--chmod`, user names in `--chown` on Linux,
+//! `ADD` of URLs, git and archives, the build cache, several platforms at once. Each of those
+//! stops the build with a message naming the instruction, rather than doing something else.
+
+use super::dockerfile::{self as df_ops, ReadError};
+use super::images::{self, ImageError};
+use crate::dockerfile::check::{Command, CommandLine, CopySpec};
+use crate::dockerfile::ignore::IgnoreFile;
+use crate::dockerfile::{self, Diagnostic, Severity};
+use crate::image::{Descriptor, History, ImageConfig, Index, Manifest, Platform, media};
+use crate::layer::tar::{Header, Kind};
+use crate::layer::{Compression, Format, LayerOptions, LayerWriter};
+use crate::plan::{self, PlanOptions};
+use crate::store::{IndexEntry, Store, StoreError};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (`None`: `CONTEXT/Dockerfile`; `-`: standard input).
+    pub file: Option<PathBuf>,
+    /// Names to tag the result with.
+    pub tags: Vec<String>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform` (one).
+    pub platform: Option<Platform>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: clamps file times and sets the config and history times.
+    pub source_date_epoch: Option<i64>,
+    /// `--label K=V`.
+    pub labels: Vec<(String, String)>,
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The manifest digest (the image ID users see).
+    pub digest: String,
+    /// The config digest.
+    pub config_digest: String,
+    /// The platform built.
+    pub platform: Platform,
+    /// The full references tagged.
+    pub tags: Vec<String>,
+}
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The Dockerfile does not parse.
+    #[error(transparent)]
+    Parse(#[from] dockerfile::ParseError),
+    /// The Dockerfile does not check.
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Check(Vec<Diagnostic>),
+    /// An instruction cannot be carried out.
+    #[error("{location}: {message}")]
+    Step {
+        /// `file:line`.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Image or store trouble.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Store trouble.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// RFC 3339 (UTC, seconds) for a Unix time.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+struct StageState {
+    config: ImageConfig,
+    layers: Vec<Descriptor>,
+    cmd_set: bool,
+}
+
+impl StageState {
+    fn windows(&self) -> bool {
+        self.config.os == "windows"
+    }
+}
+
+fn go_quote_list(args: &[String]) -> String {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| crate::dockerfile::go_quote(a))
+        .collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+fn go_list(args: &[String]) -> String {
+    format!("[{}]", args.join(" "))
+}
+
+/// Adds or replaces `K=V` in an environment list (case-insensitively on Windows).
+fn set_env(env: &mut Vec<String>, key: &str, value: &str, windows: bool) {
+    let same = |e: &String| {
+        let k = e.split_once('=').map(|x| x.0).unwrap_or(e);
+        if windows {
+            k.eq_ignore_ascii_case(key)
+        } else {
+            k == key
+        }
+    };
+    let entry = format!("{key}={value}");
+    match env.iter_mut().find(|e| same(e)) {
+        Some(e) => *e = entry,
+        None => env.push(entry),
+    }
+}
+
+/// Where a Windows path (`C:\app`, `\app`, `app`, `c:/x`) lives in the container, as a
+/// `/`-separated path; other drives are refused.
+pub fn windows_path(p: &str) -> Result<String, String> {
+    let mut s = p.replace('\\', "/");
+    if s.len() >= 2 && s.as_bytes()[1] == b':' {
+        let drive = s.as_bytes()[0].to_ascii_uppercase();
+        if drive != b'C' {
+            return Err(format!(
+                "`{p}` is not on the system drive (C:); Windows containers only have C:"
+            ));
+        }
+        s = s[2..].to_string();
+    }
+    Ok(s)
+}
+
+fn join_clean(base: &str, rel: &str) -> String {
+    let joined = if rel.starts_with('/') {
+        rel.to_string()
+    } else {
+        format!("{}/{rel}", base.trim_end_matches('/'))
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for c in joined.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Builds an image and tags it in the store.
+pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, BuildError> {
+    let src = df_ops::read(settings.file.as_deref(), &settings.context)?;
+    let df = df_ops::parse(&src)?;
+    let checked = dockerfile::check(&df);
+    let host = Platform::host();
+    let opts = PlanOptions {
+        build_args: settings.build_args.clone(),
+        target_platform: settings.platform.clone().unwrap_or_else(|| host.clone()),
+        build_platform: host,
+        target: settings.target.clone(),
+    };
+    let (plan, more) = plan::plan(&df, &checked, &opts);
+    let errors: Vec<Diagnostic> = checked
+        .diagnostics
+        .iter()
+        .chain(more.iter())
+        .filter(|d| d.severity == Severity::Error)
+        .cloned()
+        .collect();
+    let Some(plan) = plan.filter(|_| errors.is_empty()) else {
+        return Err(BuildError::Check(errors));
+    };
+    let ignore = load_ignore(&settings.context, src.path.as_deref())?;
+    let now = settings.source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let created = rfc3339(now);
+
+    // Stages the target needs: its chain of bases.
+    let mut needed = vec![plan.target];
+    while let Some(b) = needed.last().and_then(|&i| plan.stages[i].base_stage) {
+        needed.push(b);
+    }
+    needed.reverse();
+    let mut states: BTreeMap<usize, StageState> = BTreeMap::new();
+    for &si in &needed {
+        let stage = &plan.stages[si];
+        let from_inst = checked.stages[si].instruction;
+        let loc = |i: usize| format!("{}:{}", df.file, df.instructions[i].line);
+        let explicit = checked.stages[si].platform.is_some() || settings.platform.is_some();
+        let mut state = match stage.base_stage {
+            Some(b) => {
+                let s = &states[&b];
+                StageState {
+                    config: s.config.clone(),
+                    layers: s.layers.clone(),
+                    cmd_set: false,
+                }
+            }
+            None if stage.base.eq_ignore_ascii_case("scratch") => StageState {
+                config: ImageConfig {
+                    architecture: stage.platform.architecture.clone(),
+                    os: stage.platform.os.clone(),
+                    os_version: stage.platform.os_version.clone(),
+                    variant: stage.platform.variant.clone(),
+                    ..ImageConfig::default()
+                },
+                layers: Vec::new(),
+                cmd_set: false,
+            },
+            None => {
+                let (config, layers) = resolve_base(store, &stage.base, &stage.platform, explicit)
+                    .map_err(|message| BuildError::Step {
+                        location: loc(from_inst),
+                        message,
+                    })?;
+                if config
+                    .config
+                    .on_build
+                    .as_ref()
+                    .is_some_and(|t| !t.is_empty())
+                {
+                    return Err(BuildError::Step {
+                        location: loc(from_inst),
+                        message: format!(
+                            "`{}` has ONBUILD triggers, which this version does not run yet",
+                            stage.base
+                        ),
+                    });
+                }
+                StageState {
+                    config,
+                    layers,
+                    cmd_set: false,
+                }
+            }
+        };
+        // A new image's history and time start from the base's.
+        state.config.created = Some(created.clone());
+        if state.config.os.is_empty() {
+            state.config.os = stage.platform.os.clone();
+            state.config.architecture = stage.platform.architecture.clone();
+        }
+        if !state.windows() && state.config.config.env.is_none() && stage.base_stage.is_none() {
+            // BuildKit's default PATH for Linux images.
+            state.config.config.env = Some(vec![
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ]);
+        }
+        for step in &stage.steps {
+            let location = loc(step.instruction);
+            let err = |message: String| BuildError::Step {
+                location: location.clone(),
+                message,
+            };
+            let history = |state: &mut StageState, created_by: String, layer: bool| {
+                state.config.history.push(History {
+                    created: Some(created.clone()),
+                    created_by: Some(created_by),
+                    comment: Some("buildkit.dockerfile.v0".into()),
+                    empty_layer: !layer,
+                    ..History::default()
+                });
+            };
+            let windows = state.windows();
+            match &step.command {
+                Command::Env(pairs) => {
+                    let mut msg = String::from("ENV");
+                    let env = state.config.config.env.get_or_insert_with(Vec::new);
+                    for kv in pairs {
+                        set_env(env, &kv.key, &kv.value, windows);
+                        msg.push_str(&format!(" {}={}", kv.key, kv.value));
+                    }
+                    history(&mut state, msg, false);
+                }
+                Command::Label(pairs) => {
+                    let mut msg = String::from("LABEL");
+                    let labels = state.config.config.labels.get_or_insert_with(BTreeMap::new);
+                    for kv in pairs {
+                        labels.insert(kv.key.clone(), kv.value.clone());
+                        msg.push_str(&format!(" {}={}", kv.key, kv.value));
+                    }
+                    history(&mut state, msg, false);
+                }
+                Command::Arg(decls) => {
+                    let parts: Vec<String> = decls
+                        .iter()
+                        .map(|d| match &d.default {
+                            Some(v) => format!("{}={v}", d.name),
+                            None => d.name.clone(),
+                        })
+                        .collect();
+                    history(&mut state, format!("ARG {}", parts.join(" ")), false);
+                }
+                Command::Maintainer(m) => {
+                    state.config.author = Some(m.clone());
+                    history(&mut state, format!("MAINTAINER {m}"), false);
+                }
+                Command::Expose(ports) => {
+                    let mut specs = Vec::new();
+                    for p in ports {
+                        let (port, proto) = match p.split_once('/') {
+                            Some((a, b)) => (a, b.to_lowercase()),
+                            None => (p.as_str(), "tcp".to_string()),
+                        };
+                        let ok =
+                            !port.is_empty() && port.split('-').all(|n| n.parse::<u16>().is_ok());
+                        if !ok || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+                            return Err(err(format!(
+                                "invalid port `{p}`: expected PORT[-PORT][/tcp|udp|sctp]"
+                            )));
+                        }
+                        specs.push(format!("{port}/{proto}"));
+                    }
+                    let exposed = state
+                        .config
+                        .config
+                        .exposed_ports
+                        .get_or_insert_with(BTreeMap::new);
+                    for s in &specs {
+                        exposed.insert(s.clone(), serde_json::json!({}));
+                    }
+                    history(&mut state, format!("EXPOSE {}", go_list(&specs)), false);
+                }
+                Command::User(u) => {
+                    state.config.config.user = Some(u.clone());
+                    history(&mut state, format!("USER {u}"), false);
+                }
+                Command::Workdir(w) => {
+                    let current = state.config.config.working_dir.clone().unwrap_or_default();
+                    let (wd, stored) = if windows {
+                        let rel = windows_path(w).map_err(err)?;
+                        let base = windows_path(&current).map_err(err)?;
+                        let p = join_clean(if base.is_empty() { "/" } else { &base }, &rel);
+                        let stored = p.replace('/', "\\");
+                        (p, stored)
+                    } else {
+                        let p = join_clean(if current.is_empty() { "/" } else { &current }, w);
+                        (p.clone(), p)
+                    };
+                    state.config.config.working_dir = Some(stored);
+                    let layer = wd != "/";
+                    if layer {
+                        let mut dirs = Vec::new();
+                        let mut acc = String::new();
+                        for c in wd.trim_matches('/').split('/') {
+                            acc = if acc.is_empty() {
+                                c.to_string()
+                            } else {
+                                format!("{acc}/{c}")
+                            };
+                            dirs.push(acc.clone());
+                        }
+                        add_layer(store, &mut state, settings, |w| {
+                            for d in &dirs {
+                                let mut h = Header::new(d, Kind::Dir);
+                                h.mtime = now;
+                                w.append(h, None, false)?;
+                            }
+                            Ok(())
+                        })
+                        .map_err(|e| err(format!("creating the working directory: {e}")))?;
+                    }
+                    history(&mut state, format!("WORKDIR {wd}"), layer);
+                }
+                Command::Volume(v) => {
+                    let vols = state
+                        .config
+                        .config
+                        .volumes
+                        .get_or_insert_with(BTreeMap::new);
+                    for p in v {
+                        vols.insert(p.clone(), serde_json::json!({}));
+                    }
+                    history(&mut state, format!("VOLUME {}", go_list(v)), false);
+                }
+                Command::Cmd(line) => {
+                    let args = with_shell(&state.config, line);
+                    state.config.config.cmd = Some(args.clone());
+                    state.config.config.args_escaped = true;
+                    state.cmd_set = true;
+                    history(&mut state, format!("CMD {}", go_quote_list(&args)), false);
+                }
+                Command::Entrypoint(line) => {
+                    let args = with_shell(&state.config, line);
+                    state.config.config.entrypoint = Some(args.clone());
+                    if !state.cmd_set {
+                        state.config.config.cmd = None;
+                    }
+                    history(
+                        &mut state,
+                        format!("ENTRYPOINT {}", go_quote_list(&args)),
+                        false,
+                    );
+                }
+                Command::Shell(s) => {
+                    state.config.config.shell = Some(s.clone());
+                    history(&mut state, format!("SHELL {}", go_list(s)), false);
+                }
+                Command::StopSignal(s) => {
+                    state.config.config.stop_signal = Some(s.clone());
+                    history(&mut state, format!("STOPSIGNAL {s}"), false);
+                }
+                Command::Healthcheck(h) => {
+                    let hc = crate::image::Healthcheck {
+                        test: h.test.clone(),
+                        interval: h.interval,
+                        timeout: h.timeout,
+                        start_period: h.start_period,
+                        start_interval: h.start_interval,
+                        retries: h.retries,
+                    };
+                    let msg = format!(
+                        "HEALTHCHECK &{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                        go_list(&hc.test),
+                        go_duration(hc.interval),
+                        go_duration(hc.timeout),
+                        go_duration(hc.start_period),
+                        go_duration(hc.start_interval),
+                        hc.retries
+                    );
+                    state.config.config.healthcheck = Some(hc);
+                    history(&mut state, msg.replacen('&', "", 1), false);
+                }
+                Command::Onbuild(expr) => {
+                    state
+                        .config
+                        .config
+                        .on_build
+                        .get_or_insert_with(Vec::new)
+                        .push(expr.clone());
+                }
+                Command::Copy(spec) | Command::Add(spec) => {
+                    let add = matches!(step.command, Command::Add(_));
+                    let msg = copy_step(store, &mut state, settings, &ignore, spec, add, now)
+                        .map_err(err)?;
+                    history(&mut state, format!("{msg} # buildkit"), true);
+                }
+                Command::Run { .. } => {
+                    return Err(err(
+                        "RUN needs a container runtime, and no runtime is available in this version of wcbuild (builds without RUN work: COPY, ADD of local files, and every metadata instruction)".into(),
+                    ));
+                }
+                Command::From { .. } => {}
+            }
+        }
+        states.insert(si, state);
+    }
+    let mut state = states
+        .remove(&plan.target)
+        .ok_or_else(|| BuildError::Step {
+            location: df.file.clone(),
+            message: "the target stage was not built".into(),
+        })?;
+    for (k, v) in &settings.labels {
+        state
+            .config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.clone(), v.clone());
+    }
+    finish(store, state, settings)
+}
+
+/// Go's `time.Duration.String()` for whole nanoseconds.
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let mut n = ns.unsigned_abs();
+    let mut out = String::new();
+    if n < 1_000_000_000 {
+        let (unit, div) = if n < 1_000 {
+            ("ns", 1)
+        } else if n < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        out = format!("{}{}", trim_frac(n as f64 / div as f64), unit);
+    } else {
+        let h = n / 3_600_000_000_000;
+        n %= 3_600_000_000_000;
+        let m = n / 60_000_000_000;
+        n %= 60_000_000_000;
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        out.push_str(&format!("{}s", trim_frac(n as f64 / 1e9)));
+    }
+    if neg { format!("-{out}") } else { out }
+}
+
+fn trim_frac(v: f64) -> String {
+    let s = format!("{v:.9}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn with_shell(config: &ImageConfig, line: &CommandLine) -> Vec<String> {
+    if !line.prepend_shell {
+        return line.args.clone();
+    }
+    let mut shell = config.config.shell.clone().unwrap_or_else(|| {
+        if config.os == "windows" {
+            vec!["cmd".into(), "/S".into(), "/C".into()]
+        } else {
+            vec!["/bin/sh".into(), "-c".into()]
+        }
+    });
+    shell.push(line.args.join(" "));
+    shell
+}
+
+fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<IgnoreFile, BuildError> {
+    for candidate in dockerfile::ignore::ignore_file_candidates(context, dockerfile) {
+        if let Ok(bytes) = fs::read(&candidate) {
+            return IgnoreFile::parse(&bytes).map_err(|e| BuildError::Step {
+                location: candidate.display().to_string(),
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(IgnoreFile::default())
+}
+
+fn resolve_base(
+    store: &Store,
+    base: &str,
+    platform: &Platform,
+    explicit: bool,
+) -> Result<(ImageConfig, Vec<Descriptor>), String> {
+    let entry = images::resolve(store, base).map_err(|e| match e {
+        ImageError::NotFound(_) => format!(
+            "base image `{base}` is not in the store; load it first (e.g. `wcbuild load -i fixtures/nanoserver.tar`); pulling from registries comes in a later version"
+        ),
+        other => other.to_string(),
+    })?;
+    let read =
+        |d: &str| -> Result<Vec<u8>, String> { store.read_blob(d).map_err(|e| e.to_string()) };
+    let manifest_digest = if media::is_index(&entry.media_type) {
+        let idx: Index =
+            serde_json::from_slice(&read(&entry.digest)?).map_err(|e| e.to_string())?;
+        let candidates: Vec<Option<&Platform>> =
+            idx.manifests.iter().map(|m| m.platform.as_ref()).collect();
+        let mut wanted = platform.clone();
+        if !explicit {
+            // No platform asked for: a Windows-only index builds for its newest version.
+            if idx
+                .manifests
+                .iter()
+                .all(|m| m.platform.as_ref().is_some_and(|p| p.is_windows()))
+            {
+                wanted = Platform::new("windows", &platform.architecture);
+            }
+        }
+        match crate::image::platform::choose(&wanted, &candidates) {
+            Some(i) => idx.manifests[i].digest.clone(),
+            None => {
+                let have: Vec<String> = idx
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.platform.as_ref().map(|p| p.to_string()))
+                    .collect();
+                return Err(format!(
+                    "`{base}` has no image for {wanted}; it has {}; choose one with --platform",
+                    have.join(", ")
+                ));
+            }
+        }
+    } else {
+        entry.digest.clone()
+    };
+    let manifest: Manifest =
+        serde_json::from_slice(&read(&manifest_digest)?).map_err(|e| e.to_string())?;
+    let config: ImageConfig =
+        serde_json::from_slice(&read(&manifest.config.digest)?).map_err(|e| e.to_string())?;
+    if explicit {
+        let p = config.platform();
+        if p.os != platform.os || p.architecture != platform.architecture {
+            return Err(format!("`{base}` is {p}, not the requested {platform}"));
+        }
+        if let (Some(want), Some(have)) = (platform.windows_version(), p.windows_version())
+            && (want.major, want.minor, want.build) != (have.major, have.minor, have.build)
+        {
+            return Err(format!(
+                "`{base}` is for Windows {have}, not the requested {want}"
+            ));
+        }
+    }
+    Ok((config, manifest.layers))
+}
+
+/// Writes a layer through `fill`, stores it, and appends it to the stage.
+fn add_layer(
+    store: &Store,
+    state: &mut StageState,
+    settings: &BuildSettings,
+    fill: impl FnOnce(&mut LayerWriter<&mut crate::store::BlobWriter<'_>>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    add_layer_as(store, state, settings, None, fill)
+}
+
+fn add_layer_as(
+    store: &Store,
+    state: &mut StageState,
+    settings: &BuildSettings,
+    windows_owner: Option<String>,
+    fill: impl FnOnce(&mut LayerWriter<&mut crate::store::BlobWriter<'_>>) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let opts = LayerOptions {
+        format: if state.windows() {
+            Format::Windows
+        } else {
+            Format::Linux
+        },
+        compression: settings.compression,
+        source_date_epoch: settings.source_date_epoch,
+        windows_owner,
+        ..LayerOptions::default()
+    };
+    let mut blob = store.blob_writer().map_err(|e| e.to_string())?;
+    let mut w = LayerWriter::new(&mut blob, opts).map_err(|e| e.to_string())?;
+    fill(&mut w).map_err(|e| e.to_string())?;
+    let (d, _) = w.finish().map_err(|e| e.to_string())?;
+    let digest = blob
+        .commit(Some(&d.digest), Some(d.size))
+        .map_err(|e| e.to_string())?;
+    state
+        .layers
+        .push(Descriptor::new(d.media_type, &digest, d.size));
+    state.config.rootfs.diff_ids.push(d.diff_id);
+    Ok(())
+}
+
+struct CopyItem {
+    /// Path in the image, relative to `/`.
+    dest: String,
+    /// Where the content comes from (`None`: a directory to create, or inline content).
+    source: Option<PathBuf>,
+    inline: Option<Vec<u8>>,
+    kind: Kind,
+    mode: u32,
+    mtime: i64,
+    link: String,
+}
+
+fn copy_step(
+    store: &Store,
+    state: &mut StageState,
+    settings: &BuildSettings,
+    ignore: &IgnoreFile,
+    spec: &CopySpec,
+    add: bool,
+    now: i64,
+) -> Result<String, String> {
+    let name = if add { "ADD" } else { "COPY" };
+    if spec.from.is_some() {
+        return Err(format!(
+            "{name} --from is not supported yet in this version of wcbuild"
+        ));
+    }
+    if spec.parents {
+        return Err(format!(
+            "{name} --parents is not supported yet in this version of wcbuild"
+        ));
+    }
+    let windows = state.windows();
+    let mode_override = match &spec.chmod {
+        None => None,
+        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
+            format!("{name} --chmod={m}: only octal modes are supported in this version of wcbuild")
+        })?),
+    };
+    let (uid, gid, owner) = match &spec.chown {
+        None => (0, 0, None),
+        Some(c) if windows => {
+            let sid = match c.as_str() {
+                "ContainerUser" => crate::layer::windows::CONTAINER_USER_SID.to_string(),
+                "ContainerAdministrator" => {
+                    crate::layer::windows::CONTAINER_ADMINISTRATOR_SID.to_string()
+                }
+                s if s.starts_with("S-1-") => s.to_string(),
+                other => {
+                    return Err(format!(
+                        "{name} --chown={other}: a Windows user must be ContainerUser, ContainerAdministrator or a SID (S-1-…) in this version"
+                    ));
+                }
+            };
+            (0, 0, Some(sid))
+        }
+        Some(c) => {
+            let (u, g) = match c.split_once(':') {
+                Some((u, g)) => (u, g),
+                None => (c.as_str(), c.as_str()),
+            };
+            match (u.parse::<u64>(), g.parse::<u64>()) {
+                (Ok(u), Ok(g)) => (u, g, None),
+                _ if u == "root" && (g == "root" || g == u) => (0, 0, None),
+                _ => {
+                    return Err(format!(
+                        "{name} --chown={c}: user and group names are not resolved in this version; use numeric uid:gid"
+                    ));
+                }
+            }
+        }
+    };
+    let excludes =
+        IgnoreFile::from_patterns(&spec.excludes).map_err(|e| format!("--exclude: {e}"))?;
+    // Destination, in the container's terms.
+    let workdir = state.config.config.working_dir.clone().unwrap_or_default();
+    let (dest_raw, base) = if windows {
+        (windows_path(&spec.dest)?, windows_path(&workdir)?)
+    } else {
+        (spec.dest.clone(), workdir)
+    };
+    let dest_is_dir = dest_raw.ends_with('/') || spec.sources.len() + spec.inline.len() > 1;
+    let dest = join_clean(if base.is_empty() { "/" } else { &base }, &dest_raw);
+    let dest_rel = dest.trim_start_matches('/').to_string();
+    let mut items: Vec<CopyItem> = Vec::new();
+    let mut printed = Vec::new();
+    for src in &spec.sources {
+        if add && (src.contains("://") || src.starts_with("git@")) {
+            return Err(format!(
+                "ADD of URLs and git repositories (`{src}`) is not supported yet in this version of wcbuild"
+            ));
+        }
+        printed.push(src.clone());
+        let pattern = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
+        let pattern = pattern.trim_start_matches("../").to_string();
+        let matches = context_matches(&settings.context, &pattern, ignore)?;
+        if matches.is_empty() {
+            return Err(format!(
+                "{name} source `{src}` not found in the build context (or excluded by .dockerignore)"
+            ));
+        }
+        let single = matches.len() == 1 && spec.sources.len() == 1 && spec.inline.is_empty();
+        for (rel, path) in matches {
+            let meta =
+                fs::symlink_metadata(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+            if meta.is_dir() {
+                // A directory's contents go into the destination.
+                collect_dir(&path, &rel, &dest_rel, ignore, &excludes, &mut items)?;
+            } else {
+                if add && is_archive(&path) {
+                    return Err(format!(
+                        "ADD of a local archive (`{src}`) would extract it, which is not supported yet in this version of wcbuild"
+                    ));
+                }
+                let base_name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+                let target = if dest_is_dir || (!single) {
+                    format!("{}/{base_name}", dest_rel.trim_end_matches('/'))
+                } else {
+                    dest_rel.clone()
+                };
+                items.push(item_for(&path, &meta, target.trim_start_matches('/'))?);
+            }
+        }
+    }
+    for doc in &spec.inline {
+        printed.push(format!("<<{}", doc.name));
+        let target = if dest_is_dir {
+            format!("{}/{}", dest_rel.trim_end_matches('/'), doc.name)
+        } else {
+            dest_rel.clone()
+        };
+        items.push(CopyItem {
+            dest: target.trim_start_matches('/').to_string(),
+            source: None,
+            inline: Some(doc.content.clone().into_bytes()),
+            kind: Kind::File,
+            mode: 0o644,
+            mtime: now,
+            link: String::new(),
+        });
+    }
+    items.sort_by(|a, b| a.dest.cmp(&b.dest));
+    items.dedup_by(|a, b| a.dest == b.dest);
+    add_layer_as(store, state, settings, owner, |w| {
+        for it in &items {
+            if it.dest.is_empty() {
+                continue;
+            }
+            let mut h = Header::new(&it.dest, it.kind);
+            h.mode = match (mode_override, it.kind) {
+                (Some(m), Kind::File) | (Some(m), Kind::Dir) => m,
+                _ => it.mode,
+            };
+            h.uid = uid;
+            h.gid = gid;
+            h.mtime = it.mtime;
+            h.link = it.link.clone();
+            match (&it.source, &it.inline) {
+                (_, Some(data)) => {
+                    h.size = data.len() as u64;
+                    w.append(h, Some(&mut &data[..]), false)?;
+                }
+                (Some(p), None) if it.kind == Kind::File => {
+                    let mut f = fs::File::open(p)?;
+                    h.size = f.metadata()?.len();
+                    w.append(h, Some(&mut f), false)?;
+                }
+                _ => {
+                    let dir_link = it.kind == Kind::Symlink
+                        && it
+                            .source
+                            .as_ref()
+                            .is_some_and(|p| fs::metadata(p).map(|m| m.is_dir()).unwrap_or(false));
+                    w.append(h, None, dir_link)?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut msg = String::from(name);
+    if let Some(c) = &spec.chown {
+        msg.push_str(&format!(" --chown={c}"));
+    }
+    if let Some(c) = &spec.chmod {
+        msg.push_str(&format!(" --chmod={c}"));
+    }
+    for p in printed {
+        msg.push(' ');
+        msg.push_str(&p);
+    }
+    msg.push(' ');
+    msg.push_str(&spec.dest);
+    Ok(msg)
+}
+
+fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    use std::io::Read;
+    let n = f.read(&mut head).unwrap_or(0);
+    (n >= 2 && head[..2] == [0x1f, 0x8b])
+        || (n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 3 && head[..3] == *b"BZh")
+        || (n >= 6 && head[..6] == [0xfd, b'7', b'z', b'X', b'Z', 0])
+        || (n == 512 && &head[257..262] == b"ustar")
+}
+
+fn mtime_of(meta: &fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn mode_of(meta: &fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o7777
+    }
+    #[cfg(not(unix))]
+    {
+        if meta.is_dir() { 0o755 } else { 0o644 }
+    }
+}
+
+fn item_for(path: &Path, meta: &fs::Metadata, dest: &str) -> Result<CopyItem, String> {
+    let ft = meta.file_type();
+    let (kind, link) = if ft.is_symlink() {
+        (
+            Kind::Symlink,
+            fs::read_link(path)
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        )
+    } else if ft.is_dir() {
+        (Kind::Dir, String::new())
+    } else if ft.is_file() {
+        (Kind::File, String::new())
+    } else {
+        return Err(format!(
+            "`{}` is not a file, directory or symlink",
+            path.display()
+        ));
+    };
+    Ok(CopyItem {
+        dest: dest.to_string(),
+        source: Some(path.to_path_buf()),
+        inline: None,
+        kind,
+        mode: mode_of(meta),
+        mtime: mtime_of(meta),
+        link,
+    })
+}
+
+/// Context paths matching a source pattern (a path or a glob), not excluded by `.dockerignore`.
+fn context_matches(
+    context: &Path,
+    pattern: &str,
+    ignore: &IgnoreFile,
+) -> Result<Vec<(String, PathBuf)>, String> {
+    let globbed = pattern.contains(['*', '?', '[']);
+    if !globbed {
+        if pattern == "." || pattern.is_empty() {
+            return Ok(vec![(String::new(), context.to_path_buf())]);
+        }
+        let p = context.join(pattern);
+        if fs::symlink_metadata(&p).is_ok() && !ignore.is_excluded(pattern) {
+            return Ok(vec![(pattern.to_string(), p)]);
+        }
+        return Ok(Vec::new());
+    }
+    // Walk component by component, matching each against the pattern's component.
+    let comps: Vec<&str> = pattern.split('/').collect();
+    let mut current: Vec<(String, PathBuf)> = vec![(String::new(), context.to_path_buf())];
+    for (i, comp) in comps.iter().enumerate() {
+        let mut next = Vec::new();
+        for (rel, path) in &current {
+            let Ok(rd) = fs::read_dir(path) else { continue };
+            let mut names: Vec<String> = rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            for n in names {
+                if crate::dockerfile::ignore::glob_matches(comp, &n) {
+                    let r = if rel.is_empty() {
+                        n.clone()
+                    } else {
+                        format!("{rel}/{n}")
+                    };
+                    let p = path.join(&n);
+                    if i + 1 < comps.len() && !p.is_dir() {
+                        continue;
+                    }
+                    if !ignore.is_excluded(&r) {
+                        next.push((r, p));
+                    }
+                }
+            }
+        }
+        current = next;
+    }
+    Ok(current)
+}
+
+fn collect_dir(
+    dir: &Path,
+    rel: &str,
+    dest: &str,
+    ignore: &IgnoreFile,
+    excludes: &IgnoreFile,
+    out: &mut Vec<CopyItem>,
+) -> Result<(), String> {
+    let dest = dest.trim_matches('/');
+    if !dest.is_empty() {
+        let meta = fs::metadata(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+        // Parents of the destination, then the destination itself.
+        let mut acc = String::new();
+        for c in dest.split('/') {
+            acc = if acc.is_empty() {
+                c.to_string()
+            } else {
+                format!("{acc}/{c}")
+            };
+            let mut it = item_for(dir, &meta, &acc)?;
+            it.source = None;
+            if acc != dest {
+                it.mode = 0o755;
+            }
+            out.push(it);
+        }
+    }
+    walk_dir(dir, rel, dest, "", ignore, excludes, out)
+}
+
+fn walk_dir(
+    dir: &Path,
+    ctx_rel: &str,
+    dest: &str,
+    sub: &str,
+    ignore: &IgnoreFile,
+    excludes: &IgnoreFile,
+    out: &mut Vec<CopyItem>,
+) -> Result<(), String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map_err(|e| format!("read `{}`: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for n in names {
+        let ctx_path = if ctx_rel.is_empty() {
+            n.clone()
+        } else {
+            format!("{ctx_rel}/{n}")
+        };
+        let sub_path = if sub.is_empty() {
+            n.clone()
+        } else {
+            format!("{sub}/{n}")
+        };
+        if ignore.is_excluded(&ctx_path) || excludes.is_excluded(&sub_path) {
+            continue;
+        }
+        let p = dir.join(&n);
+        let meta = fs::symlink_metadata(&p).map_err(|e| format!("`{}`: {e}", p.display()))?;
+        let target = if dest.is_empty() {
+            sub_path.clone()
+        } else {
+            format!("{dest}/{sub_path}")
+        };
+        let mut it = item_for(&p, &meta, &target)?;
+        let is_dir = meta.is_dir();
+        if is_dir {
+            it.source = None;
+        }
+        out.push(it);
+        if is_dir {
+            walk_dir(&p, &ctx_path, dest, &sub_path, ignore, excludes, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn finish(
+    store: &Store,
+    state: StageState,
+    settings: &BuildSettings,
+) -> Result<BuildOutcome, BuildError> {
+    let config_bytes = serde_json::to_vec(&state.config).map_err(|e| BuildError::Step {
+        location: "config".into(),
+        message: e.to_string(),
+    })?;
+    let config_digest = store.put_blob(&config_bytes, None)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        artifact_type: None,
+        config: Descriptor::new(media::OCI_CONFIG, &config_digest, config_bytes.len() as u64),
+        layers: state.layers.clone(),
+        subject: None,
+        annotations: BTreeMap::new(),
+        extra: serde_json::Map::new(),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| BuildError::Step {
+        location: "manifest".into(),
+        message: e.to_string(),
+    })?;
+    let digest = store.put_blob(&manifest_bytes, None)?;
+    let platform = state.config.platform();
+    let mut tags = Vec::new();
+    for t in &settings.tags {
+        let full = images::normalize(t)?;
+        let mut e = IndexEntry::new(media::OCI_MANIFEST, &digest, manifest_bytes.len() as u64);
+        e.platform = serde_json::to_value(&platform).ok();
+        store.tag(&full, e)?;
+        tags.push(full);
+    }
+    Ok(BuildOutcome {
+        digest,
+        config_digest,
+        platform,
+        tags,
+    })
+}
