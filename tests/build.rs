@@ -321,3 +321,75 @@ fn what_is_not_built_yet_fails_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn multi_stage_copy_from_linux_stage_and_from_an_image_into_nano_server() {
+    let root = tempdir("multi");
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "load",
+            "-i",
+            repo().join("fixtures/nanoserver.tar").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "# escape=`\nFROM scratch AS build\nCOPY app/ /out/\nCOPY notes.txt /out/docs/\n\nFROM scratch AS unused\nCOPY nothing-here /\n\nFROM mcr.microsoft.com/windows/nanoserver:ltsc2022\nWORKDIR C:\\app\nCOPY --from=build /out/ .\nCOPY --from=0 /out/docs/notes.txt C:\\docs\\\nCOPY --from=mcr.microsoft.com/windows/nanoserver:ltsc2019 C:\\License.txt C:\\licenses\\2019.txt\n",
+        ),
+        ("app/app.exe", "MZ fake"),
+        ("app/lib/x.dll", "dll"),
+        ("notes.txt", "notes"),
+    ]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-t", "multi:1", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(
+        code, 0,
+        "the unused stage is not built, so its missing file does not matter: {err}"
+    );
+    let v = inspect(&root, "multi:1");
+    assert_eq!(v["config"]["os"], "windows");
+    let app = layer_tree(&root, &v, 2);
+    assert_eq!(
+        fs::read_to_string(app.join("app/app.exe")).unwrap(),
+        "MZ fake"
+    );
+    assert_eq!(
+        fs::read_to_string(app.join("app/lib/x.dll")).unwrap(),
+        "dll"
+    );
+    let docs = layer_tree(&root, &v, 3);
+    assert_eq!(
+        fs::read_to_string(docs.join("docs/notes.txt")).unwrap(),
+        "notes"
+    );
+    let lic = layer_tree(&root, &v, 4);
+    assert!(
+        fs::read_to_string(lic.join("licenses/2019.txt"))
+            .unwrap()
+            .contains("10.0.17763")
+    );
+    for l in &v["manifest"]["layers"].as_array().unwrap()[1..] {
+        let blob = root
+            .join("blobs/sha256")
+            .join(l["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        let report = wcbuild::ops::layer::check(&blob).unwrap();
+        assert!(report.violations.is_empty(), "{report}");
+    }
+    let history: Vec<String> = v["config"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        history.contains(&"COPY /out/ . # buildkit".to_string()),
+        "{history:?}"
+    );
+}

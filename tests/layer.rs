@@ -595,3 +595,34 @@ fn fuzzed_layers_never_panic() {
         "staging directories left: {leftovers:?}"
     );
 }
+
+#[test]
+fn applying_layers_stacks_them_with_whiteouts() {
+    let root = tempdir("apply").join("rootfs");
+    let lower = raw_tar(&[
+        (Header::new("etc", Kind::Dir), b""),
+        (file("etc/keep"), b"keep"),
+        (file("etc/gone"), b"gone"),
+        (Header::new("cache", Kind::Dir), b""),
+        (file("cache/a"), b"a"),
+    ]);
+    let upper = raw_tar(&[
+        (file("etc/.wh.gone"), b""),
+        (file("cache/.wh..wh..opq"), b""),
+        (file("cache/new"), b"new"),
+        (file("etc/keep"), b"changed"),
+    ]);
+    let o = ExtractOptions::default();
+    wcbuild::layer::apply(std::io::Cursor::new(lower), &root, &o).unwrap();
+    wcbuild::layer::apply(std::io::Cursor::new(upper), &root, &o).unwrap();
+    assert_eq!(
+        fs::read_to_string(root.join("etc/keep")).unwrap(),
+        "changed"
+    );
+    assert!(!root.join("etc/gone").exists());
+    assert!(!root.join("cache/a").exists());
+    assert_eq!(fs::read_to_string(root.join("cache/new")).unwrap(), "new");
+    // A whiteout cannot reach outside the tree.
+    let evil = raw_tar(&[(file("../.wh.outside"), b"")]);
+    assert!(wcbuild::layer::apply(std::io::Cursor::new(evil), &root, &o).is_err());
+}

@@ -135,6 +135,8 @@ struct Stage {
     dirs: HashSet<String>,
     deferred_dirs: Vec<(PathBuf, u32, i64)>,
     preserve_owner: bool,
+    /// Applying onto a tree that holds the lower layers: whiteouts delete.
+    apply_whiteouts: bool,
 }
 
 impl Stage {
@@ -272,6 +274,7 @@ pub fn extract(
         dirs: HashSet::new(),
         deferred_dirs: Vec::new(),
         preserve_owner: opts.preserve_owner,
+        apply_whiteouts: false,
     };
     let result = open(blob, opts.limits)
         .map_err(|e| ExtractError::Io {
@@ -337,8 +340,38 @@ fn extract_into(
         }
         let comps = components(name).map_err(hostile)?;
         let base = comps[comps.len() - 1];
-        if base.starts_with(".wh.") {
+        if let Some(hidden) = base.strip_prefix(".wh.") {
             summary.whiteouts += 1;
+            if stage.apply_whiteouts {
+                let parent = &comps[..comps.len() - 1];
+                if hidden == ".wh..opq" {
+                    // Opaque: the directory's lower contents go.
+                    if !parent.is_empty() {
+                        // Checks that every component of the directory is a real directory.
+                        let mut dir_comps = parent.to_vec();
+                        dir_comps.push("wcbuild-opaque-probe");
+                        let dir = stage.prepare(&dir_comps, &h.path, offset)?;
+                        let dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
+                        if let Ok(rd) = fs::read_dir(&dir) {
+                            for e in rd.flatten() {
+                                let p = e.path();
+                                let rel = format!(
+                                    "{}/{}",
+                                    parent.join("/"),
+                                    e.file_name().to_string_lossy()
+                                );
+                                stage.clear(&p, &rel, false)?;
+                            }
+                        }
+                    }
+                } else {
+                    let mut victim = parent.to_vec();
+                    victim.push(hidden);
+                    let rel = victim.join("/");
+                    let path = stage.prepare(&victim, &h.path, offset)?;
+                    stage.clear(&path, &rel, false)?;
+                }
+            }
             continue;
         }
         let rel = comps.join("/");
@@ -492,4 +525,30 @@ fn make_special(
     _dev: (u32, u32),
 ) -> Result<bool, ExtractError> {
     Ok(false)
+}
+
+/// Applies a layer on top of the tree at `root` (which holds the layers below it), as a
+/// container runtime stacks layers: entries are written, whiteouts delete what they name,
+/// opaque whiteouts empty their directory. The same safety rules as [`extract`] hold, but
+/// there is no staging: on error the tree is left part-applied, so callers apply into a
+/// directory of their own that they discard on failure.
+pub fn apply(
+    blob: impl Read + 'static,
+    root: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractSummary, ExtractError> {
+    fs::create_dir_all(root).map_err(io_at("create directory", root))?;
+    let mut stage = Stage {
+        root: root.to_path_buf(),
+        dirs: HashSet::new(),
+        deferred_dirs: Vec::new(),
+        preserve_owner: opts.preserve_owner,
+        apply_whiteouts: true,
+    };
+    let d = open(blob, opts.limits).map_err(|e| ExtractError::Io {
+        op: "open layer",
+        path: root.to_path_buf(),
+        source: e,
+    })?;
+    extract_into(TarReader::new(d), &mut stage)
 }

@@ -16,7 +16,7 @@ pub mod xattr;
 
 pub use compress::{Compression, compress_stream};
 pub use diff::{Change, ChangeSet, diff_trees, write_changes};
-pub use extract::{ExtractError, ExtractOptions, ExtractSummary, extract};
+pub use extract::{ExtractError, ExtractOptions, ExtractSummary, apply, extract};
 pub use pack::pack_dir;
 pub use reader::{ReadLimits, tar_reader};
 pub use writer::{Format, LayerDigests, LayerOptions, LayerWriter};

@@ -4,7 +4,8 @@
 //! Windows stages: metadata instructions change the config and add history entries as
 //! BuildKit writes them; `COPY` and `ADD` of local files (from the context, honouring
 //! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
-//! Not yet: `COPY --from`, `--parents`, symbolic `--chmod`, user names in `--chown` on Linux,
+//! `COPY --from` reads an earlier stage's or a store image's file system, assembled from its
+//! layers in a temporary directory. Not yet: `--parents`, symbolic `--chmod`, user names in `--chown` on Linux,
 //! `ADD` of URLs, git and archives, the build cache, several platforms at once. Each of those
 //! stops the build with a message naming the instruction, rather than doing something else.
 
@@ -217,12 +218,44 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
     });
     let created = rfc3339(now);
 
-    // Stages the target needs: its chain of bases.
-    let mut needed = vec![plan.target];
-    while let Some(b) = needed.last().and_then(|&i| plan.stages[i].base_stage) {
-        needed.push(b);
+    // Stages the target needs: its bases and the stages its COPY --from name, transitively.
+    let stage_of = |from: &str| -> Option<usize> {
+        match from.parse::<usize>() {
+            Ok(i) => Some(i),
+            Err(_) => plan
+                .stages
+                .iter()
+                .position(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())),
+        }
+    };
+    let mut needed = std::collections::BTreeSet::new();
+    let mut todo = vec![plan.target];
+    while let Some(i) = todo.pop() {
+        if !needed.insert(i) {
+            continue;
+        }
+        let st = &plan.stages[i];
+        if let Some(b) = st.base_stage {
+            todo.push(b);
+        }
+        for step in &st.steps {
+            if let Command::Copy(spec) = &step.command
+                && let Some(dep) = spec.from.as_deref().and_then(stage_of)
+            {
+                if dep >= i {
+                    return Err(BuildError::Step {
+                        location: format!("{}:{}", df.file, df.instructions[step.instruction].line),
+                        message: format!(
+                            "COPY --from={} names a stage defined later; this version builds stages in file order",
+                            spec.from.as_deref().unwrap_or_default()
+                        ),
+                    });
+                }
+                todo.push(dep);
+            }
+        }
     }
-    needed.reverse();
+    let mut rootfs = RootfsCache::default();
     let mut states: BTreeMap<usize, StageState> = BTreeMap::new();
     for &si in &needed {
         let stage = &plan.stages[si];
@@ -473,8 +506,16 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
                 }
                 Command::Copy(spec) | Command::Add(spec) => {
                     let add = matches!(step.command, Command::Add(_));
-                    let msg = copy_step(store, &mut state, settings, &ignore, spec, add, now)
-                        .map_err(err)?;
+                    let source = match spec.from.as_deref() {
+                        None => None,
+                        Some(from) => Some(match stage_of(from) {
+                            Some(dep) => rootfs.of_stage(store, dep, &states[&dep]).map_err(err)?,
+                            None => rootfs.of_image(store, from, &stage.platform).map_err(err)?,
+                        }),
+                    };
+                    let msg =
+                        copy_step(store, &mut state, settings, &ignore, spec, add, now, source)
+                            .map_err(err)?;
                     history(&mut state, format!("{msg} # buildkit"), true);
                 }
                 Command::Run { .. } => {
@@ -679,6 +720,10 @@ fn add_layer_as(
 }
 
 struct CopyItem {
+    /// Owner kept from the source (COPY --from keeps it; the context gives 0:0).
+    uid: u64,
+    /// Group kept from the source.
+    gid: u64,
     /// Path in the image, relative to `/`.
     dest: String,
     /// Where the content comes from (`None`: a directory to create, or inline content).
@@ -690,6 +735,9 @@ struct CopyItem {
     link: String,
 }
 
+// The step needs the store, the stage, the settings and its own inputs; a struct for them
+// would only rename the parameters.
+#[allow(clippy::too_many_arguments)]
 fn copy_step(
     store: &Store,
     state: &mut StageState,
@@ -698,13 +746,14 @@ fn copy_step(
     spec: &CopySpec,
     add: bool,
     now: i64,
+    source: Option<&Rootfs>,
 ) -> Result<String, String> {
     let name = if add { "ADD" } else { "COPY" };
-    if spec.from.is_some() {
-        return Err(format!(
-            "{name} --from is not supported yet in this version of wcbuild"
-        ));
-    }
+    let no_ignore = IgnoreFile::default();
+    let (src_root, ignore, keep_owner) = match source {
+        Some(r) => (r.path.clone(), &no_ignore, true),
+        None => (settings.context.clone(), ignore, false),
+    };
     if spec.parents {
         return Err(format!(
             "{name} --parents is not supported yet in this version of wcbuild"
@@ -771,13 +820,21 @@ fn copy_step(
             ));
         }
         printed.push(src.clone());
-        let pattern = crate::dockerfile::ignore::clean(src.trim_start_matches('/'));
+        let raw = if source.is_some_and(|r| r.windows) {
+            windows_path(src)?
+        } else {
+            src.clone()
+        };
+        let pattern = crate::dockerfile::ignore::clean(raw.trim_start_matches('/'));
         let pattern = pattern.trim_start_matches("../").to_string();
-        let matches = context_matches(&settings.context, &pattern, ignore)?;
+        let matches = context_matches(&src_root, &pattern, ignore)?;
         if matches.is_empty() {
-            return Err(format!(
-                "{name} source `{src}` not found in the build context (or excluded by .dockerignore)"
-            ));
+            return Err(match source {
+                Some(r) => format!("{name} source `{src}` not found in {}", r.label),
+                None => format!(
+                    "{name} source `{src}` not found in the build context (or excluded by .dockerignore)"
+                ),
+            });
         }
         let single = matches.len() == 1 && spec.sources.len() == 1 && spec.inline.is_empty();
         for (rel, path) in matches {
@@ -817,6 +874,8 @@ fn copy_step(
             mode: 0o644,
             mtime: now,
             link: String::new(),
+            uid: 0,
+            gid: 0,
         });
     }
     items.sort_by(|a, b| a.dest.cmp(&b.dest));
@@ -831,8 +890,13 @@ fn copy_step(
                 (Some(m), Kind::File) | (Some(m), Kind::Dir) => m,
                 _ => it.mode,
             };
-            h.uid = uid;
-            h.gid = gid;
+            if keep_owner && spec.chown.is_none() {
+                h.uid = it.uid;
+                h.gid = it.gid;
+            } else {
+                h.uid = uid;
+                h.gid = gid;
+            }
             h.mtime = it.mtime;
             h.link = it.link.clone();
             match (&it.source, &it.inline) {
@@ -895,6 +959,19 @@ fn mtime_of(meta: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
+fn owner_of(meta: &fs::Metadata) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.uid() as u64, meta.gid() as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        (0, 0)
+    }
+}
+
 fn mode_of(meta: &fs::Metadata) -> u32 {
     #[cfg(unix)]
     {
@@ -934,6 +1011,8 @@ fn item_for(path: &Path, meta: &fs::Metadata, dest: &str) -> Result<CopyItem, St
         mode: mode_of(meta),
         mtime: mtime_of(meta),
         link,
+        uid: owner_of(meta).0,
+        gid: owner_of(meta).1,
     })
 }
 
@@ -1107,4 +1186,93 @@ fn finish(
         platform,
         tags,
     })
+}
+
+/// A stage's or image's file system, assembled from its layers for `COPY --from`.
+pub struct Rootfs {
+    path: PathBuf,
+    windows: bool,
+    label: String,
+}
+
+/// Root file systems made during one build, removed when the build ends.
+#[derive(Default)]
+struct RootfsCache {
+    stages: BTreeMap<usize, Rootfs>,
+    images: BTreeMap<String, Rootfs>,
+}
+
+impl Drop for RootfsCache {
+    fn drop(&mut self) {
+        for r in self.stages.values().chain(self.images.values()) {
+            let _ = fs::remove_dir_all(&r.path);
+        }
+    }
+}
+
+fn assemble(
+    store: &Store,
+    layers: &[Descriptor],
+    windows: bool,
+    label: String,
+) -> Result<Rootfs, String> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "wcbuild-rootfs-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let opts = crate::layer::ExtractOptions::default();
+    for l in layers {
+        let blob = store
+            .open_blob(&l.digest)
+            .map_err(|e| format!("{label}: {e}"))?;
+        crate::layer::apply(std::io::BufReader::new(blob), &path, &opts)
+            .map_err(|e| format!("{label}: layer `{}`: {e}", l.digest))?;
+    }
+    fs::create_dir_all(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    Ok(Rootfs {
+        path,
+        windows,
+        label,
+    })
+}
+
+impl RootfsCache {
+    fn of_stage(
+        &mut self,
+        store: &Store,
+        index: usize,
+        state: &StageState,
+    ) -> Result<&Rootfs, String> {
+        if let std::collections::btree_map::Entry::Vacant(e) = self.stages.entry(index) {
+            let r = assemble(
+                store,
+                &state.layers,
+                state.windows(),
+                format!("stage {index}"),
+            )?;
+            e.insert(r);
+        }
+        Ok(&self.stages[&index])
+    }
+
+    fn of_image(
+        &mut self,
+        store: &Store,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<&Rootfs, String> {
+        if !self.images.contains_key(reference) {
+            let (config, layers) = resolve_base(store, reference, platform, false)?;
+            let r = assemble(
+                store,
+                &layers,
+                config.os == "windows",
+                format!("image `{reference}`"),
+            )?;
+            self.images.insert(reference.to_string(), r);
+        }
+        Ok(&self.images[reference])
+    }
 }
