@@ -8,6 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "wcbuild-build-test-{name}-{}-{}",
@@ -392,4 +394,248 @@ fn multi_stage_copy_from_linux_stage_and_from_an_image_into_nano_server() {
         history.contains(&"COPY /out/ . # buildkit".to_string()),
         "{history:?}"
     );
+}
+
+#[test]
+fn every_windows_version_from_one_build() {
+    let root = tempdir("versions");
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "load",
+            "-i",
+            repo().join("fixtures/nanoserver.tar").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "# escape=`\nFROM mcr.microsoft.com/windows/nanoserver:multi\nARG TARGETPLATFORM\nCOPY app.exe C:\\app\\\nENV BUILT_FOR=$TARGETPLATFORM\n",
+        ),
+        ("app.exe", "MZ"),
+    ]);
+    let (code, out, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "app:multi",
+            "--platform",
+            "windows/amd64:ltsc2019,windows/amd64:10.0.20348,windows/amd64:ltsc2025",
+            ctx.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "app:multi");
+    assert_eq!(out.trim(), v["digest"].as_str().unwrap());
+    let entries = v["manifest"]["manifests"].as_array().unwrap();
+    let versions: Vec<&str> = entries
+        .iter()
+        .map(|m| m["platform"]["os.version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        ["10.0.17763.6414", "10.0.20348.2849", "10.0.26100.2314"]
+    );
+    // The COPY layer does not depend on the base: one blob shared by all three images.
+    let mut copy_layers = std::collections::BTreeSet::new();
+    for m in entries {
+        let digest = m["digest"].as_str().unwrap();
+        let bytes = fs::read(
+            root.join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        copy_layers.insert(
+            manifest["layers"][1]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        let cfg_digest = manifest["config"]["digest"].as_str().unwrap();
+        let cfg: serde_json::Value = serde_json::from_slice(
+            &fs::read(
+                root.join("blobs/sha256")
+                    .join(cfg_digest.trim_start_matches("sha256:")),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let env = cfg["config"]["Env"][0].as_str().unwrap();
+        assert!(env.starts_with("BUILT_FOR=windows(10.0."), "{env}");
+    }
+    assert_eq!(copy_layers.len(), 1, "{copy_layers:?}");
+    // skopeo reads the index and each version.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!(
+            "oci:{}:docker.io/library/app:multi",
+            root.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The same Dockerfile built by wcbuild and by a real Docker engine (started on a private
+/// socket, no network) gives the same config fields and the same files; and Docker runs ours.
+#[test]
+fn linux_images_match_docker_build() {
+    let root = tempdir("vs-docker");
+    let busybox = std::path::Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "busybox-static must be installed (./test.sh installs it)"
+    );
+    let base = root.join("busybox.tar");
+    fs::write(
+        &base,
+        wcbuild::ops::fixtures::busybox_archive(busybox).unwrap(),
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(&root, &["load", "-i", base.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM wcbuild.local/busybox:latest\nARG GREETING=hello\nENV GREETING=$GREETING APP_HOME=/srv/app\nLABEL org.example.team=\"build tools\" version=1\nWORKDIR $APP_HOME\nCOPY hello.txt ./\nCOPY --chmod=755 tools/ /usr/local/bin/\nCOPY conf /etc/app/\nEXPOSE 8080 53/udp\nUSER 1000:1000\nVOLUME /data\nENTRYPOINT [\"cat\"]\nCMD [\"/srv/app/hello.txt\"]\n",
+        ),
+        ("hello.txt", "hello from wcbuild\n"),
+        ("tools/run.sh", "#!/bin/sh\necho run\n"),
+        ("conf/app.conf", "a=1\n"),
+        ("conf/sub/more.conf", "b=2\n"),
+        (".dockerignore", "*.md\n"),
+        ("README.md", "not copied"),
+    ]);
+    let ours = root.join("ours.tar");
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "cmp:ours",
+            "--output",
+            &format!("type=docker,dest={}", ours.display()),
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let d = common::start_dockerd();
+    let out = d.docker(&["load", "-i", base.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.docker(&["load", "-i", ours.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d.docker_env(
+        &[
+            "build",
+            "--network",
+            "none",
+            "-q",
+            "-t",
+            "cmp:docker",
+            ctx.to_str().unwrap(),
+        ],
+        &[("DOCKER_BUILDKIT", "1")],
+    );
+    assert!(
+        out.status.success(),
+        "docker build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Docker runs our image.
+    let out = d.docker(&["run", "--rm", "--network", "none", "cmp:ours"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from wcbuild\n");
+    // Config fields agree.
+    let config = |name: &str| -> serde_json::Value {
+        let out = d.docker(&["image", "inspect", name, "--format", "{{json .Config}}"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let (a, b) = (config("cmp:ours"), config("cmp:docker"));
+    for field in [
+        "Env",
+        "Entrypoint",
+        "Cmd",
+        "WorkingDir",
+        "User",
+        "ExposedPorts",
+        "Volumes",
+        "Labels",
+    ] {
+        assert_eq!(
+            a[field], b[field],
+            "{field} differs: ours {} docker {}",
+            a[field], b[field]
+        );
+    }
+    // Files agree: list both images' trees (type, mode, owner, size) from a container.
+    let tree = |name: &str| -> String {
+        let out = d.docker(&["run", "--rm", "--network", "none", "--entrypoint", "sh", name, "-c", "cd / && ls -lnR srv usr/local/bin etc/app | sed 's/ [A-Z][a-z][a-z] [ 0-9][0-9] [0-9:]* / /'"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(tree("cmp:ours"), tree("cmp:docker"));
+    // History as `docker history` shows it: the same instructions, the same layer marks.
+    let history = |name: &str| -> Vec<String> {
+        let out = d.docker(&[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}|{{.Size}}",
+            name,
+        ]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let (by, size) = l.rsplit_once('|').unwrap_or((l, ""));
+                format!("{by} [{}]", if size == "0B" { "empty" } else { "layer" })
+            })
+            .collect()
+    };
+    // Debian's engine embeds an older BuildKit, which printed EXPOSE as a Go map and left
+    // --chmod out of COPY's history; current BuildKit (what wcbuild follows) prints both as
+    // below. Everything else must be identical.
+    let ours = history("cmp:ours");
+    assert!(
+        ours.contains(&"EXPOSE [8080/tcp 53/udp] [empty]".to_string()),
+        "{ours:?}"
+    );
+    assert!(
+        ours.contains(&"COPY --chmod=755 tools/ /usr/local/bin/ # buildkit [layer]".to_string()),
+        "{ours:?}"
+    );
+    let normalize = |h: Vec<String>| -> Vec<String> {
+        h.into_iter()
+            .filter(|l| !l.starts_with("EXPOSE "))
+            .map(|l| l.replace("--chmod=755 ", ""))
+            .collect()
+    };
+    assert_eq!(normalize(ours), normalize(history("cmp:docker")));
 }

@@ -4,9 +4,11 @@
 #![cfg(unix)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 use wcbuild::ops::fixtures::{self, Sku};
+
+mod common;
+use common::start_dockerd;
 
 fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
@@ -203,79 +205,6 @@ fn skopeo_reads_every_fixture_image() {
             "{reference}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-struct Dockerd {
-    child: std::process::Child,
-    socket: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The data root holds overlay mounts only while containers run; remove what we can.
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_dockerd() -> Dockerd {
-    // A short path: unix socket paths are limited to 108 bytes.
-    let dir = PathBuf::from(format!("/tmp/wcbd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("d.sock");
-    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-    let child = Command::new("dockerd")
-        .arg("--host")
-        .arg(format!("unix://{}", socket.display()))
-        .arg("--data-root")
-        .arg(dir.join("data"))
-        .arg("--exec-root")
-        .arg(dir.join("exec"))
-        .arg("--pidfile")
-        .arg(dir.join("pid"))
-        .args([
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--ip-masq=false",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd must be installed (./test.sh installs docker.io)");
-    let d = Dockerd { child, socket, dir };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ok = Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", d.socket.display()))
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dockerd did not start: {}",
-            std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

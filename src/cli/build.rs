@@ -35,7 +35,7 @@ pub struct BuildArgs {
     /// The stage to build
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
-    /// The target platform (`windows/amd64:ltsc2022`, `linux/amd64`)
+    /// The target platform, or several separated by commas (`windows/amd64:ltsc2019,windows/amd64:ltsc2022`): one image per platform, tied in an index
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Layer compression
@@ -53,6 +53,43 @@ pub struct BuildArgs {
     /// Print only the image digest
     #[arg(short, long)]
     pub quiet: bool,
+    /// Where the result goes: `type=image` (the store, the default), `type=oci,dest=FILE` or
+    /// `type=docker,dest=FILE` (an archive, as `wcbuild save` writes; the image stays in the store)
+    #[arg(short, long, value_name = "SPEC")]
+    pub output: Option<String>,
+}
+
+enum Output {
+    Store,
+    Archive(crate::ops::images::SaveFormat, PathBuf),
+}
+
+fn parse_output(spec: &str) -> Result<Output, CliError> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", t)) => kind = Some(t.to_string()),
+            Some(("dest", d)) => dest = Some(PathBuf::from(d)),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "--output `{spec}`: expected type=image|oci|docker[,dest=FILE]"
+                )));
+            }
+        }
+    }
+    use crate::ops::images::SaveFormat;
+    match (kind.as_deref(), dest) {
+        (Some("image") | None, None) => Ok(Output::Store),
+        (Some("oci"), Some(d)) => Ok(Output::Archive(SaveFormat::Oci, d)),
+        (Some("docker"), Some(d)) => Ok(Output::Archive(SaveFormat::Docker, d)),
+        (Some("oci" | "docker"), None) => Err(CliError::Usage(format!(
+            "--output `{spec}`: dest=FILE is required"
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "--output `{spec}`: expected type=image, type=oci,dest=FILE or type=docker,dest=FILE"
+        ))),
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
@@ -69,17 +106,13 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             }
         }
     }
-    let platform = match &args.platform {
-        Some(p) if p.contains(',') => {
-            return Err(CliError::Usage(format!(
-                "--platform `{p}`: building several platforms at once is not supported yet in this version; build them one at a time"
-            )));
+    let mut platforms = Vec::new();
+    if let Some(list) = &args.platform {
+        for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            platforms
+                .push(Platform::parse(p).map_err(|e| CliError::Usage(format!("--platform: {e}")))?);
         }
-        Some(p) => {
-            Some(Platform::parse(p).map_err(|e| CliError::Usage(format!("--platform: {e}")))?)
-        }
-        None => None,
-    };
+    }
     let mut labels = Vec::new();
     for l in &args.labels {
         let (k, v) = l
@@ -96,7 +129,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         tags: args.tags.clone(),
         build_args,
         target: args.target.clone(),
-        platform,
+        platform: None,
         compression: match args.compression {
             LayerCompression::Gzip => Compression::Gzip(6),
             LayerCompression::Zstd => Compression::Zstd(3),
@@ -105,18 +138,59 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         source_date_epoch: args.source_date_epoch,
         labels,
     };
+    let output = match &args.output {
+        Some(o) => parse_output(o)?,
+        None => Output::Store,
+    };
     let store = super::images::open_store(global)?;
-    match ops::build(&store, &settings) {
+    match ops::build_platforms(&store, &settings, &platforms) {
         Ok(out) => {
+            if let Output::Archive(format, dest) = &output {
+                let media = if out.images.len() > 1 {
+                    crate::image::media::OCI_INDEX
+                } else {
+                    crate::image::media::OCI_MANIFEST
+                };
+                let size = store.blob_size(&out.digest)?.unwrap_or(0);
+                let entry = crate::store::IndexEntry::new(media, &out.digest, size);
+                let name = args
+                    .tags
+                    .first()
+                    .map(|t| crate::image::Reference::parse(t))
+                    .transpose()?;
+                let tmp = dest.with_extension("wcbuild-partial");
+                let written = (|| -> anyhow::Result<()> {
+                    let f = std::fs::File::create(&tmp)?;
+                    let mut w = std::io::BufWriter::new(f);
+                    crate::ops::images::save_entries(&store, &[(name, entry)], *format, &mut w)?;
+                    w.into_inner()?.sync_all()?;
+                    std::fs::rename(&tmp, dest)?;
+                    Ok(())
+                })();
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(CliError::Failed(
+                        e.context(format!("write `{}`", dest.display())),
+                    ));
+                }
+                if !args.quiet {
+                    eprintln!("wrote {}", dest.display());
+                }
+            }
             if let Some(f) = &args.iidfile {
                 std::fs::write(f, &out.digest)
                     .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
             }
             if !args.quiet {
+                for img in &out.images {
+                    eprintln!("built {} ({})", img.digest, img.platform);
+                }
+                if out.images.len() > 1 {
+                    eprintln!("index {} ({} platforms)", out.digest, out.images.len());
+                }
                 for t in &out.tags {
                     eprintln!("tagged {t}");
                 }
-                eprintln!("built {} ({})", out.digest, out.platform);
             }
             println!("{}", out.digest);
             Ok(ExitCode::SUCCESS)

@@ -1276,3 +1276,77 @@ impl RootfsCache {
         Ok(&self.images[reference])
     }
 }
+
+/// What a build for several platforms made.
+#[derive(Debug, Clone)]
+pub struct MultiOutcome {
+    /// The index digest (tagged), or the single image's digest when one platform was asked.
+    pub digest: String,
+    /// One outcome per platform, in the order asked.
+    pub images: Vec<BuildOutcome>,
+    /// The full references tagged.
+    pub tags: Vec<String>,
+}
+
+/// Builds the same Dockerfile for several platforms (for example every Windows version of a
+/// multi-version base index) and ties the images together in an OCI index whose entries carry
+/// `platform.os.version`. Layers that do not depend on the base come out byte-identical and
+/// are stored once.
+pub fn build_platforms(
+    store: &Store,
+    settings: &BuildSettings,
+    platforms: &[Platform],
+) -> Result<MultiOutcome, BuildError> {
+    if platforms.len() <= 1 {
+        let mut s = settings.clone();
+        s.platform = platforms.first().cloned().or(s.platform);
+        let out = build(store, &s)?;
+        return Ok(MultiOutcome {
+            digest: out.digest.clone(),
+            tags: out.tags.clone(),
+            images: vec![out],
+        });
+    }
+    let mut images = Vec::new();
+    for p in platforms {
+        let mut s = settings.clone();
+        s.platform = Some(p.clone());
+        s.tags.clear();
+        images.push(build(store, &s)?);
+    }
+    let mut manifests = Vec::new();
+    for out in &images {
+        let size = store.blob_size(&out.digest)?.unwrap_or(0);
+        let mut d = Descriptor::new(media::OCI_MANIFEST, &out.digest, size);
+        d.platform = Some(out.platform.clone());
+        manifests.push(d);
+    }
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.into()),
+        artifact_type: None,
+        manifests,
+        subject: None,
+        annotations: BTreeMap::new(),
+        extra: serde_json::Map::new(),
+    };
+    let bytes = serde_json::to_vec(&index).map_err(|e| BuildError::Step {
+        location: "index".into(),
+        message: e.to_string(),
+    })?;
+    let digest = store.put_blob(&bytes, None)?;
+    let mut tags = Vec::new();
+    for t in &settings.tags {
+        let full = images::normalize(t)?;
+        store.tag(
+            &full,
+            IndexEntry::new(media::OCI_INDEX, &digest, bytes.len() as u64),
+        )?;
+        tags.push(full);
+    }
+    Ok(MultiOutcome {
+        digest,
+        images,
+        tags,
+    })
+}

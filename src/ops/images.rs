@@ -251,20 +251,34 @@ pub fn save(
     format: SaveFormat,
     out: impl Write,
 ) -> Result<(), ImageError> {
+    let mut images = Vec::new();
+    for n in names {
+        images.push((Some(Reference::parse(n)?), resolve(store, n)?));
+    }
+    save_entries(store, &images, format, out)
+}
+
+/// Writes images given by descriptor (with the name to give them, if any) as an archive.
+pub fn save_entries(
+    store: &Store,
+    images: &[(Option<Reference>, IndexEntry)],
+    format: SaveFormat,
+    out: impl Write,
+) -> Result<(), ImageError> {
     let mut entries = Vec::new();
     let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
     let mut docker_manifest = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for n in names {
-        let e = resolve(store, n)?;
-        let r = Reference::parse(n)?;
+    for (r, e) in images {
         for (d, s) in reachable(store, &e.media_type, &e.digest)? {
             blobs.insert(d, s);
         }
         let mut annotations = BTreeMap::new();
-        annotations.insert(CONTAINERD_NAME_ANNOTATION.to_string(), r.to_string());
-        if let Some(t) = &r.tag {
-            annotations.insert(crate::store::REF_NAME_ANNOTATION.to_string(), t.clone());
+        if let Some(r) = r {
+            annotations.insert(CONTAINERD_NAME_ANNOTATION.to_string(), r.to_string());
+            if let Some(t) = &r.tag {
+                annotations.insert(crate::store::REF_NAME_ANNOTATION.to_string(), t.clone());
+            }
         }
         entries.push(json!({
             "mediaType": e.media_type,
@@ -274,14 +288,17 @@ pub fn save(
         }));
         if format == SaveFormat::Docker {
             // docker load takes one platform image per entry: the host's, else the first.
-            let (manifest_digest, manifest) = pick_manifest(store, &e)?;
-            let tag = r.familiar();
+            let (manifest_digest, manifest) = pick_manifest(store, e)?;
+            let tag = r.as_ref().map(|r| r.familiar()).unwrap_or_default();
             let layers: Vec<String> = manifest
                 .layers
                 .iter()
                 .map(|l| format!("blobs/sha256/{}", l.digest.trim_start_matches("sha256:")))
                 .collect();
-            if let (Some(t), Some(last)) = (&r.tag, manifest.layers.last()) {
+            if let (Some(t), Some(last)) = (
+                r.as_ref().and_then(|r| r.tag.as_ref()),
+                manifest.layers.last(),
+            ) {
                 let repo = tag
                     .rsplit_once(':')
                     .map(|x| x.0)
@@ -295,7 +312,7 @@ pub fn save(
             let _ = manifest_digest;
             docker_manifest.push(json!({
                 "Config": format!("blobs/sha256/{}", manifest.config.digest.trim_start_matches("sha256:")),
-                "RepoTags": if r.tag.is_some() { vec![tag] } else { Vec::new() },
+                "RepoTags": if r.as_ref().is_some_and(|r| r.tag.is_some()) { vec![tag] } else { Vec::new() },
                 "Layers": layers,
             }));
         }
