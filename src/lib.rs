@@ -13,4 +13,5 @@ pub mod image;
 pub mod layer;
 pub mod ops;
 pub mod plan;
+pub mod progress;
 pub mod store;

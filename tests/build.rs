@@ -639,3 +639,75 @@ fn linux_images_match_docker_build() {
     };
     assert_eq!(normalize(ours), normalize(history("cmp:docker")));
 }
+
+#[test]
+fn the_build_cache_reuses_layers_by_content() {
+    let root = tempdir("cache");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM scratch\nWORKDIR /app\nCOPY one.txt ./\nENV STEP=2\nCOPY two.txt ./\n",
+        ),
+        ("one.txt", "one"),
+        ("two.txt", "two"),
+    ]);
+    let c = ctx.to_str().unwrap();
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let run = |args: &[&str]| {
+        let mut a = vec!["build", "--progress", "plain"];
+        a.extend_from_slice(args);
+        a.push(c);
+        let (code, out, err) = wcbuild(&root, &a, &epoch);
+        assert_eq!(code, 0, "{err}");
+        (
+            out.trim().to_string(),
+            err.lines().filter(|l| l.ends_with(" CACHED")).count(),
+        )
+    };
+    let (first, cached) = run(&[]);
+    assert_eq!(cached, 0);
+    let (second, cached) = run(&[]);
+    assert_eq!(
+        (second.as_str(), cached),
+        (first.as_str(), 3),
+        "WORKDIR and both COPYs come from the cache"
+    );
+    // A touch alone is not a change.
+    let f = fs::File::options()
+        .write(true)
+        .open(ctx.join("one.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
+    let (third, cached) = run(&[]);
+    assert_eq!((third.as_str(), cached), (first.as_str(), 3));
+    // New content re-runs that step and everything after it.
+    fs::write(ctx.join("one.txt"), "ONE").unwrap();
+    let (fourth, cached) = run(&[]);
+    assert_ne!(fourth, first);
+    assert_eq!(cached, 1, "only WORKDIR before the change is cached");
+    // --no-cache builds everything.
+    let (_, cached) = run(&["--no-cache"]);
+    assert_eq!(cached, 0);
+    // JSON progress: one object per event.
+    let (code, _, err) = wcbuild(&root, &["build", "--progress", "json", c], &epoch);
+    assert_eq!(code, 0);
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "stage");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "step")
+            .all(|e| e["line"].as_u64().is_some())
+    );
+    assert_eq!(events.iter().filter(|e| e["cached"] == true).count(), 3);
+    // prune keeps what the cache needs unless asked to drop it.
+    assert_eq!(wcbuild(&root, &["prune"], &[]).0, 0);
+    assert_eq!(run(&[]).1, 3);
+    let (code, _, err) = wcbuild(&root, &["prune", "--cache"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run(&[]).1, 0);
+}

@@ -53,10 +53,81 @@ pub struct BuildArgs {
     /// Print only the image digest
     #[arg(short, long)]
     pub quiet: bool,
+    /// Build every step, ignoring the build cache (results are still recorded)
+    #[arg(long)]
+    pub no_cache: bool,
+    /// How to show progress on stderr: `plain` (a line per step; also `auto` and `tty` for
+    /// now), `json` (an object per event), `quiet` (nothing)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
     /// Where the result goes: `type=image` (the store, the default), `type=oci,dest=FILE` or
     /// `type=docker,dest=FILE` (an archive, as `wcbuild save` writes; the image stays in the store)
     #[arg(short, long, value_name = "SPEC")]
     pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Plain lines (a live view is not drawn yet)
+    Auto,
+    /// Plain lines (a live view is not drawn yet)
+    Tty,
+    /// A line per event
+    Plain,
+    /// A JSON object per event
+    Json,
+    /// Nothing
+    Quiet,
+}
+
+fn draw(mode: ProgressMode, event: crate::progress::Event) {
+    use crate::progress::Event;
+    match mode {
+        ProgressMode::Quiet => {}
+        ProgressMode::Json => {
+            let v = match &event {
+                Event::Stage {
+                    index,
+                    name,
+                    base,
+                    platform,
+                } => serde_json::json!({
+                    "type": "stage", "stage": index, "name": name, "base": base, "platform": platform,
+                }),
+                Event::Step {
+                    stage,
+                    line,
+                    text,
+                    layer,
+                    cached,
+                } => serde_json::json!({
+                    "type": "step", "stage": stage, "line": line, "instruction": text, "layer": layer, "cached": cached,
+                }),
+            };
+            eprintln!("{v}");
+        }
+        _ => match event {
+            Event::Stage {
+                index,
+                name,
+                base,
+                platform,
+            } => {
+                let n = name.map(|n| format!(" {n}")).unwrap_or_default();
+                eprintln!("[stage {index}{n}] FROM {base} ({platform})");
+            }
+            Event::Step {
+                stage,
+                line,
+                text,
+                cached,
+                ..
+            } => {
+                let tag = if cached { " CACHED" } else { "" };
+                eprintln!("[stage {stage}] {line:>4}  {text}{tag}");
+            }
+        },
+    }
 }
 
 enum Output {
@@ -137,13 +208,20 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         },
         source_date_epoch: args.source_date_epoch,
         labels,
+        no_cache: args.no_cache,
     };
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let mut reporter = |e: crate::progress::Event| draw(mode, e);
     let output = match &args.output {
         Some(o) => parse_output(o)?,
         None => Output::Store,
     };
     let store = super::images::open_store(global)?;
-    match ops::build_platforms(&store, &settings, &platforms) {
+    match ops::build_platforms(&store, &settings, &platforms, &mut reporter) {
         Ok(out) => {
             if let Output::Archive(format, dest) = &output {
                 let media = if out.images.len() > 1 {
@@ -173,7 +251,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
                         e.context(format!("write `{}`", dest.display())),
                     ));
                 }
-                if !args.quiet {
+                if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
                     eprintln!("wrote {}", dest.display());
                 }
             }
@@ -181,7 +259,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
                 std::fs::write(f, &out.digest)
                     .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
             }
-            if !args.quiet {
+            if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
                 for img in &out.images {
                     eprintln!("built {} ({})", img.digest, img.platform);
                 }

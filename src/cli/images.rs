@@ -68,7 +68,11 @@ pub struct LoadArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PruneArgs {}
+pub struct PruneArgs {
+    /// Also drop the build cache (and the layers only it kept)
+    #[arg(long)]
+    pub cache: bool,
+}
 
 pub fn open_store(global: &GlobalArgs) -> Result<Store, CliError> {
     let root = global
@@ -230,9 +234,9 @@ pub fn load(global: &GlobalArgs, args: LoadArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn prune(global: &GlobalArgs, _args: PruneArgs) -> Result<ExitCode, CliError> {
+pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<ExitCode, CliError> {
     let store = open_store(global)?;
-    let report = ops::prune(store)?;
+    let report = ops::prune(store, args.cache)?;
     eprintln!(
         "removed {} blob(s) and {} stale partial file(s), {} freed",
         report.blobs_removed,

@@ -18,6 +18,7 @@ use crate::image::{Descriptor, History, ImageConfig, Index, Manifest, Platform, 
 use crate::layer::tar::{Header, Kind};
 use crate::layer::{Compression, Format, LayerOptions, LayerWriter};
 use crate::plan::{self, PlanOptions};
+use crate::progress::{Event, Reporter, Silent};
 use crate::store::{IndexEntry, Store, StoreError};
 use std::collections::BTreeMap;
 use std::fs;
@@ -44,6 +45,8 @@ pub struct BuildSettings {
     pub source_date_epoch: Option<i64>,
     /// `--label K=V`.
     pub labels: Vec<(String, String)>,
+    /// `--no-cache`: build every step (results are still recorded for later builds).
+    pub no_cache: bool,
 }
 
 /// What a build made.
@@ -186,8 +189,17 @@ fn join_clean(base: &str, rel: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Builds an image and tags it in the store.
+/// Builds an image and tags it in the store, reporting nothing.
 pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, BuildError> {
+    build_with(store, settings, &mut Silent)
+}
+
+/// Builds an image and tags it in the store, reporting each stage and step.
+pub fn build_with(
+    store: &Store,
+    settings: &BuildSettings,
+    reporter: &mut dyn Reporter,
+) -> Result<BuildOutcome, BuildError> {
     let src = df_ops::read(settings.file.as_deref(), &settings.context)?;
     let df = df_ops::parse(&src)?;
     let checked = dockerfile::check(&df);
@@ -210,6 +222,12 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
         return Err(BuildError::Check(errors));
     };
     let ignore = load_ignore(&settings.context, src.path.as_deref())?;
+    let mut ctx = Ctx {
+        store,
+        settings,
+        cache: BuildCache::open(store, &settings.context, !settings.no_cache),
+    };
+    let mut chains: BTreeMap<usize, String> = BTreeMap::new();
     let now = settings.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -309,6 +327,29 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
                 }
             }
         };
+        // The cache chain starts from what the stage is built on and what decides layer bytes.
+        let base_id = match stage.base_stage {
+            Some(b) => chains.get(&b).cloned().unwrap_or_default(),
+            None => {
+                let layers: Vec<&str> = state.layers.iter().map(|l| l.digest.as_str()).collect();
+                format!("{} {}", stage.base, layers.join(","))
+            }
+        };
+        let mut chain = cache_key(&[
+            CACHE_KEY_VERSION,
+            &base_id,
+            &serde_json::to_string(&state.config.platform()).unwrap_or_default(),
+            &format!(
+                "{:?} {:?}",
+                settings.compression, settings.source_date_epoch
+            ),
+        ]);
+        reporter.event(Event::Stage {
+            index: si,
+            name: stage.name.clone(),
+            base: stage.base.clone(),
+            platform: state.config.platform().to_string(),
+        });
         // A new image's history and time start from the base's.
         state.config.created = Some(created.clone());
         if state.config.os.is_empty() {
@@ -322,6 +363,9 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
             ]);
         }
         for step in &stage.steps {
+            chain = cache_key(&[&chain, &format!("{:?}", step.command)]);
+            let history_before = state.config.history.len();
+            let mut step_cached = false;
             let location = loc(step.instruction);
             let err = |message: String| BuildError::Step {
                 location: location.clone(),
@@ -425,7 +469,7 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
                             };
                             dirs.push(acc.clone());
                         }
-                        add_layer(store, &mut state, settings, |w| {
+                        step_cached = add_layer(&mut ctx, &mut state, &chain, None, |w| {
                             for d in &dirs {
                                 let mut h = Header::new(d, Kind::Dir);
                                 h.mtime = now;
@@ -513,10 +557,13 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
                             None => rootfs.of_image(store, from, &stage.platform).map_err(err)?,
                         }),
                     };
-                    let msg =
-                        copy_step(store, &mut state, settings, &ignore, spec, add, now, source)
-                            .map_err(err)?;
-                    history(&mut state, format!("{msg} # buildkit"), true);
+                    let done = copy_step(
+                        &mut ctx, &mut state, &ignore, spec, add, now, source, &chain,
+                    )
+                    .map_err(err)?;
+                    chain = done.chain;
+                    step_cached = done.cached;
+                    history(&mut state, format!("{} # buildkit", done.message), true);
                 }
                 Command::Run { .. } => {
                     return Err(err(
@@ -525,7 +572,29 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
                 }
                 Command::From { .. } => {}
             }
+            let text = match state.config.history.get(history_before) {
+                Some(h) => h
+                    .created_by
+                    .clone()
+                    .unwrap_or_default()
+                    .trim_end_matches(" # buildkit")
+                    .to_string(),
+                None => format!("{:?}", step.command),
+            };
+            let layer = state
+                .config
+                .history
+                .get(history_before)
+                .is_some_and(|h| !h.empty_layer);
+            reporter.event(Event::Step {
+                stage: si,
+                line: df.instructions[step.instruction].line,
+                text,
+                layer,
+                cached: step_cached,
+            });
         }
+        chains.insert(si, chain);
         states.insert(si, state);
     }
     let mut state = states
@@ -542,6 +611,7 @@ pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, Bu
             .get_or_insert_with(BTreeMap::new)
             .insert(k.clone(), v.clone());
     }
+    ctx.cache.save(store);
     finish(store, state, settings)
 }
 
@@ -678,45 +748,50 @@ fn resolve_base(
 }
 
 /// Writes a layer through `fill`, stores it, and appends it to the stage.
+/// Writes a layer through `fill` unless the build cache has one for `key`; stores it and
+/// appends it to the stage. Returns true on a cache hit.
 fn add_layer(
-    store: &Store,
+    ctx: &mut Ctx<'_>,
     state: &mut StageState,
-    settings: &BuildSettings,
-    fill: impl FnOnce(&mut LayerWriter<&mut crate::store::BlobWriter<'_>>) -> std::io::Result<()>,
-) -> Result<(), String> {
-    add_layer_as(store, state, settings, None, fill)
-}
-
-fn add_layer_as(
-    store: &Store,
-    state: &mut StageState,
-    settings: &BuildSettings,
+    key: &str,
     windows_owner: Option<String>,
     fill: impl FnOnce(&mut LayerWriter<&mut crate::store::BlobWriter<'_>>) -> std::io::Result<()>,
-) -> Result<(), String> {
+) -> Result<bool, String> {
+    if let Some((layer, diff_id)) = ctx.cache.lookup(ctx.store, key) {
+        state.layers.push(layer);
+        state.config.rootfs.diff_ids.push(diff_id);
+        return Ok(true);
+    }
     let opts = LayerOptions {
         format: if state.windows() {
             Format::Windows
         } else {
             Format::Linux
         },
-        compression: settings.compression,
-        source_date_epoch: settings.source_date_epoch,
+        compression: ctx.settings.compression,
+        source_date_epoch: ctx.settings.source_date_epoch,
         windows_owner,
         ..LayerOptions::default()
     };
-    let mut blob = store.blob_writer().map_err(|e| e.to_string())?;
+    let mut blob = ctx.store.blob_writer().map_err(|e| e.to_string())?;
     let mut w = LayerWriter::new(&mut blob, opts).map_err(|e| e.to_string())?;
     fill(&mut w).map_err(|e| e.to_string())?;
     let (d, _) = w.finish().map_err(|e| e.to_string())?;
     let digest = blob
         .commit(Some(&d.digest), Some(d.size))
         .map_err(|e| e.to_string())?;
-    state
-        .layers
-        .push(Descriptor::new(d.media_type, &digest, d.size));
+    let layer = Descriptor::new(d.media_type, &digest, d.size);
+    ctx.cache.record(ctx.store, key, &layer, &d.diff_id);
+    state.layers.push(layer);
     state.config.rootfs.diff_ids.push(d.diff_id);
-    Ok(())
+    Ok(false)
+}
+
+/// What the steps of one build share.
+struct Ctx<'a> {
+    store: &'a Store,
+    settings: &'a BuildSettings,
+    cache: BuildCache,
 }
 
 struct CopyItem {
@@ -735,19 +810,28 @@ struct CopyItem {
     link: String,
 }
 
-// The step needs the store, the stage, the settings and its own inputs; a struct for them
-// would only rename the parameters.
+/// What a COPY or ADD did: its history text, the new cache chain key, and whether the layer
+/// came from the cache.
+struct CopyDone {
+    message: String,
+    chain: String,
+    cached: bool,
+}
+
+// The step needs the build, the stage, and its own inputs; a struct for the latter would only
+// rename the parameters.
 #[allow(clippy::too_many_arguments)]
 fn copy_step(
-    store: &Store,
+    ctx: &mut Ctx<'_>,
     state: &mut StageState,
-    settings: &BuildSettings,
     ignore: &IgnoreFile,
     spec: &CopySpec,
     add: bool,
     now: i64,
     source: Option<&Rootfs>,
-) -> Result<String, String> {
+    chain: &str,
+) -> Result<CopyDone, String> {
+    let settings = ctx.settings;
     let name = if add { "ADD" } else { "COPY" };
     let no_ignore = IgnoreFile::default();
     let (src_root, ignore, keep_owner) = match source {
@@ -880,7 +964,29 @@ fn copy_step(
     }
     items.sort_by(|a, b| a.dest.cmp(&b.dest));
     items.dedup_by(|a, b| a.dest == b.dest);
-    add_layer_as(store, state, settings, owner, |w| {
+    // The cache key: the chain so far and every item's path, kind, mode, owner, link and
+    // content (file contents hashed through the stat cache; times are not part of it).
+    let mut parts: Vec<String> = vec![
+        chain.to_string(),
+        format!("{owner:?} {uid} {gid} {mode_override:?} {keep_owner}"),
+    ];
+    for it in &items {
+        let content = match (&it.source, &it.inline) {
+            (_, Some(data)) => cache_key(&[&String::from_utf8_lossy(data)]),
+            (Some(p), None) if it.kind == Kind::File => ctx
+                .cache
+                .file_hash(p)
+                .map_err(|e| format!("`{}`: {e}", p.display()))?,
+            _ => String::new(),
+        };
+        parts.push(format!(
+            "{}\0{:?}\0{:o}\0{}:{}\0{}\0{content}",
+            it.dest, it.kind, it.mode, it.uid, it.gid, it.link
+        ));
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let key = cache_key(&refs);
+    let cached = add_layer(ctx, state, &key, owner, |w| {
         for it in &items {
             if it.dest.is_empty() {
                 continue;
@@ -934,7 +1040,11 @@ fn copy_step(
     }
     msg.push(' ');
     msg.push_str(&spec.dest);
-    Ok(msg)
+    Ok(CopyDone {
+        message: msg,
+        chain: key,
+        cached,
+    })
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -1296,11 +1406,12 @@ pub fn build_platforms(
     store: &Store,
     settings: &BuildSettings,
     platforms: &[Platform],
+    reporter: &mut dyn Reporter,
 ) -> Result<MultiOutcome, BuildError> {
     if platforms.len() <= 1 {
         let mut s = settings.clone();
         s.platform = platforms.first().cloned().or(s.platform);
-        let out = build(store, &s)?;
+        let out = build_with(store, &s, reporter)?;
         return Ok(MultiOutcome {
             digest: out.digest.clone(),
             tags: out.tags.clone(),
@@ -1312,7 +1423,7 @@ pub fn build_platforms(
         let mut s = settings.clone();
         s.platform = Some(p.clone());
         s.tags.clear();
-        images.push(build(store, &s)?);
+        images.push(build_with(store, &s, reporter)?);
     }
     let mut manifests = Vec::new();
     for out in &images {
@@ -1349,4 +1460,173 @@ pub fn build_platforms(
         images,
         tags,
     })
+}
+
+/// What goes into every cache key first. Bump it when anything that decides a layer's bytes
+/// changes (the layer writer, COPY semantics, the key recipe), so old records stop matching.
+pub const CACHE_KEY_VERSION: &str = "wcbuild build cache v1";
+
+/// A sha256 over length-prefixed parts, as hex.
+pub fn cache_key(parts: &[&str]) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct StatEntry {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+    sha256: String,
+}
+
+/// The build cache: step records (key → layer) and a stat cache of context file hashes, so
+/// that a rebuild re-hashes only files whose size, mtime or inode changed.
+pub(crate) struct BuildCache {
+    dir: PathBuf,
+    enabled: bool,
+    stat_path: Option<PathBuf>,
+    stat: BTreeMap<String, StatEntry>,
+    stat_dirty: bool,
+}
+
+impl BuildCache {
+    fn open(store: &Store, context: &Path, enabled: bool) -> BuildCache {
+        let dir = store.cache_dir();
+        let ctx = fs::canonicalize(context).unwrap_or_else(|_| context.to_path_buf());
+        let stat_path = dir
+            .join("stat")
+            .join(cache_key(&[&ctx.to_string_lossy()]) + ".json");
+        let stat = fs::read(&stat_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        BuildCache {
+            dir,
+            enabled,
+            stat_path: Some(stat_path),
+            stat,
+            stat_dirty: false,
+        }
+    }
+
+    fn record_path(&self, key: &str) -> PathBuf {
+        self.dir.join("steps").join(format!("{key}.json"))
+    }
+
+    fn lookup(&self, store: &Store, key: &str) -> Option<(Descriptor, String)> {
+        if !self.enabled {
+            return None;
+        }
+        let bytes = fs::read(self.record_path(key)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let d: Descriptor = serde_json::from_value(v["layer"].clone()).ok()?;
+        let diff_id = v["diff_id"].as_str()?.to_string();
+        (store.blob_size(&d.digest).ok()?? == d.size).then_some((d, diff_id))
+    }
+
+    fn record(&self, store: &Store, key: &str, layer: &Descriptor, diff_id: &str) {
+        let body = serde_json::json!({"layer": layer, "diff_id": diff_id});
+        let path = self.record_path(key);
+        let rel = path
+            .strip_prefix(store.root())
+            .unwrap_or(&path)
+            .to_path_buf();
+        if let Err(e) = store.write_record(&rel, body.to_string().as_bytes()) {
+            tracing::warn!(
+                "could not record build cache entry `{}`: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// sha256 of a file's content, from the stat cache when size, mtime and inode match.
+    fn file_hash(&mut self, path: &Path) -> std::io::Result<String> {
+        let meta = fs::metadata(path)?;
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        #[cfg(unix)]
+        let ino = {
+            use std::os::unix::fs::MetadataExt;
+            meta.ino()
+        };
+        #[cfg(not(unix))]
+        let ino = 0;
+        let key = path.to_string_lossy().into_owned();
+        if let Some(e) = self.stat.get(&key)
+            && e.size == meta.len()
+            && e.mtime_ns == mtime_ns
+            && e.ino == ino
+        {
+            return Ok(e.sha256.clone());
+        }
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        let mut f = fs::File::open(path)?;
+        std::io::copy(&mut f, &mut h)?;
+        let sha = h
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        self.stat.insert(
+            key,
+            StatEntry {
+                size: meta.len(),
+                mtime_ns,
+                ino,
+                sha256: sha.clone(),
+            },
+        );
+        self.stat_dirty = true;
+        Ok(sha)
+    }
+
+    fn save(&mut self, store: &Store) {
+        if let (true, Some(p)) = (self.stat_dirty, &self.stat_path) {
+            let rel = p.strip_prefix(store.root()).unwrap_or(p).to_path_buf();
+            if let Ok(bytes) = serde_json::to_vec(&self.stat) {
+                let _ = store.write_record(&rel, &bytes);
+            }
+            self.stat_dirty = false;
+        }
+    }
+}
+
+/// Every layer digest the build cache refers to (kept by `prune` unless the cache is dropped).
+pub fn cache_roots(store: &Store) -> Vec<String> {
+    let dir = store.cache_dir().join("steps");
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(&dir) {
+        for e in rd.flatten() {
+            if let Ok(b) = fs::read(e.path())
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b)
+                && let Some(d) = v["layer"]["digest"].as_str()
+            {
+                out.push(d.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Drops the build cache (step records and the stat cache).
+pub fn drop_cache(store: &Store) -> std::io::Result<()> {
+    for sub in ["steps", "stat"] {
+        let p = store.cache_dir().join(sub);
+        if p.exists() {
+            fs::remove_dir_all(&p)?;
+        }
+    }
+    Ok(())
 }

@@ -192,9 +192,20 @@ pub fn remove(store: &Store, names: &[String]) -> Result<Vec<String>, ImageError
     Ok(removed)
 }
 
-/// `wcbuild prune`.
-pub fn prune(store: Store) -> Result<PruneReport, ImageError> {
-    Ok(store.prune(&[])?)
+/// `wcbuild prune`: removes blobs no tag reaches. Layers the build cache refers to are kept
+/// unless `drop_cache`, which removes the build cache first.
+pub fn prune(store: Store, drop_cache: bool) -> Result<PruneReport, ImageError> {
+    let roots = if drop_cache {
+        super::build::drop_cache(&store).map_err(|e| ImageError::Io {
+            op: "remove build cache",
+            path: store.cache_dir(),
+            source: e,
+        })?;
+        Vec::new()
+    } else {
+        super::build::cache_roots(&store)
+    };
+    Ok(store.prune(&roots)?)
 }
 
 /// Archive formats for `save`.

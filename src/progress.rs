@@ -1,0 +1,50 @@
+//! Progress events: the parts report what they do through [`Reporter`]; only `cli` draws them
+//! (plain lines, JSON lines, or nothing).
+
+/// Something a build did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A stage starts.
+    Stage {
+        /// Position in the Dockerfile.
+        index: usize,
+        /// `AS` name.
+        name: Option<String>,
+        /// What it is built on.
+        base: String,
+        /// Its platform.
+        platform: String,
+    },
+    /// A step finished.
+    Step {
+        /// Stage index.
+        stage: usize,
+        /// Dockerfile line.
+        line: usize,
+        /// The instruction as carried out.
+        text: String,
+        /// True when it made a layer.
+        layer: bool,
+        /// True when the layer came from the build cache.
+        cached: bool,
+    },
+}
+
+/// Receives progress events.
+pub trait Reporter {
+    /// One event.
+    fn event(&mut self, event: Event);
+}
+
+/// Drops every event.
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn event(&mut self, _event: Event) {}
+}
+
+impl<F: FnMut(Event)> Reporter for F {
+    fn event(&mut self, event: Event) {
+        self(event)
+    }
+}
