@@ -711,3 +711,109 @@ fn the_build_cache_reuses_layers_by_content() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(run(&[]).1, 0);
 }
+
+#[test]
+fn add_unpacks_local_tars_by_content() {
+    use wcbuild::layer::tar::{END, Header, Kind, write_entry};
+    let root = tempdir("add");
+    let mut tar = Vec::new();
+    let mut h = Header::new("pkg/bin/tool", Kind::File);
+    h.size = 4;
+    h.mode = 0o755;
+    h.uid = 1000;
+    h.gid = 1000;
+    write_entry(&mut tar, &h, false, Some(&mut &b"tool"[..])).unwrap();
+    tar.extend_from_slice(&END);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let gz = gz.finish().unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch\nADD vendor.bin /opt/\nADD --unpack=false vendor.bin /raw/\n",
+    )]);
+    // Named .bin: detection is by content, not by name.
+    fs::write(ctx.join("vendor.bin"), &gz).unwrap();
+    let (code, _, err) = wcbuild(&root, &["build", "-t", "add:1", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "add:1");
+    let d = v["manifest"]["layers"][0]["digest"].as_str().unwrap();
+    let blob = fs::read(
+        root.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let mut r = wcbuild::layer::tar_reader(
+        std::io::Cursor::new(blob),
+        wcbuild::layer::ReadLimits::default(),
+    )
+    .unwrap();
+    let mut found = None;
+    while let Some(e) = r.next_entry().unwrap() {
+        if e.header.path == "opt/pkg/bin/tool" {
+            found = Some((e.header.uid, e.header.mode & 0o777));
+        }
+    }
+    assert_eq!(
+        found,
+        Some((1000, 0o755)),
+        "unpacked with the archive's owner and mode"
+    );
+    let raw = layer_tree(&root, &v, 1);
+    assert_eq!(
+        fs::read(raw.join("raw/vendor.bin")).unwrap(),
+        gz,
+        "--unpack=false copies the file"
+    );
+    // bzip2 is recognised and refused clearly.
+    let ctx = context(&[("Dockerfile", "FROM scratch\nADD x.tar.bz2 /\n")]);
+    fs::write(ctx.join("x.tar.bz2"), b"BZh91AY&SY").unwrap();
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bzip2 archives are not unpacked"), "{err}");
+}
+
+#[test]
+fn named_build_contexts() {
+    let root = tempdir("named");
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "load",
+            "-i",
+            repo().join("fixtures/nanoserver.tar").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let assets = context(&[("logo.svg", "<svg/>")]);
+    let ctx = context(&[(
+        "Dockerfile",
+        "# escape=`\nFROM base\nCOPY --from=assets logo.svg C:\\site\\\n",
+    )]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "named:1",
+            "--build-context",
+            &format!("assets={}", assets.display()),
+            "--build-context",
+            "base=docker-image://mcr.microsoft.com/windows/nanoserver:ltsc2025",
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "named:1");
+    assert_eq!(v["config"]["os.version"], "10.0.26100.2314");
+    let t = layer_tree(&root, &v, 1);
+    assert_eq!(
+        fs::read_to_string(t.join("site/logo.svg")).unwrap(),
+        "<svg/>"
+    );
+    assert!(
+        assets.join("logo.svg").exists(),
+        "a directory context is never removed"
+    );
+}

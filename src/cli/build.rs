@@ -50,6 +50,13 @@ pub struct BuildArgs {
     /// Write the image digest to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// A named context (repeatable): `NAME=DIR` for `COPY --from=NAME`, or
+    /// `NAME=docker-image://REF` for `FROM NAME` and `COPY --from=NAME` (an image in the store)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Write build metadata (image digest, config digest, per-platform digests) as JSON
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Print only the image digest
     #[arg(short, long)]
     pub quiet: bool,
@@ -194,7 +201,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
     for t in &args.tags {
         crate::image::Reference::parse(t).map_err(|e| CliError::Usage(format!("-t: {e}")))?;
     }
-    let settings = BuildSettings {
+    let mut settings = BuildSettings {
         context: args.context.clone(),
         file: args.file.clone(),
         tags: args.tags.clone(),
@@ -209,7 +216,25 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         source_date_epoch: args.source_date_epoch,
         labels,
         no_cache: args.no_cache,
+        contexts: BTreeMap::new(),
     };
+    for c in &args.build_contexts {
+        let (name, value) = c.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!("--build-context `{c}`: expected NAME=VALUE"))
+        })?;
+        let ctx = if let Some(r) = value.strip_prefix("docker-image://") {
+            crate::image::Reference::parse(r)
+                .map_err(|e| CliError::Usage(format!("--build-context: {e}")))?;
+            crate::ops::build::NamedContext::Image(r.to_string())
+        } else if value.starts_with("oci-layout://") || value.contains("://") {
+            return Err(CliError::Usage(format!(
+                "--build-context `{c}`: this version takes NAME=DIR and NAME=docker-image://REF (load an OCI layout with `wcbuild load -i DIR` first)"
+            )));
+        } else {
+            crate::ops::build::NamedContext::Dir(PathBuf::from(value))
+        };
+        settings.contexts.insert(name.to_string(), ctx);
+    }
     let mode = if args.quiet {
         ProgressMode::Quiet
     } else {
@@ -254,6 +279,30 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
                 if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
                     eprintln!("wrote {}", dest.display());
                 }
+            }
+            if let Some(f) = &args.metadata_file {
+                let platforms: Vec<serde_json::Value> = out
+                    .images
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "platform": i.platform.to_string(),
+                            "containerimage.digest": i.digest,
+                            "containerimage.config.digest": i.config_digest,
+                        })
+                    })
+                    .collect();
+                let mut meta = serde_json::json!({
+                    "containerimage.digest": out.digest,
+                    "image.name": out.tags.join(","),
+                    "platforms": platforms,
+                });
+                if out.images.len() == 1 {
+                    meta["containerimage.config.digest"] =
+                        out.images[0].config_digest.clone().into();
+                }
+                std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
             }
             if let Some(f) = &args.iidfile {
                 std::fs::write(f, &out.digest)

@@ -5,8 +5,8 @@
 //! BuildKit writes them; `COPY` and `ADD` of local files (from the context, honouring
 //! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
 //! `COPY --from` reads an earlier stage's or a store image's file system, assembled from its
-//! layers in a temporary directory. Not yet: `--parents`, symbolic `--chmod`, user names in `--chown` on Linux,
-//! `ADD` of URLs, git and archives, the build cache, several platforms at once. Each of those
+//! layers in a temporary directory. Not yet: `--parents`, symbolic `--chmod`, user names in
+//! `--chown` on Linux, `ADD` of URLs and git repositories, ONBUILD triggers. Each of those
 //! stops the build with a message naming the instruction, rather than doing something else.
 
 use super::dockerfile::{self as df_ops, ReadError};
@@ -47,6 +47,18 @@ pub struct BuildSettings {
     pub labels: Vec<(String, String)>,
     /// `--no-cache`: build every step (results are still recorded for later builds).
     pub no_cache: bool,
+    /// `--build-context NAME=…`: named contexts for `FROM` and `COPY --from`.
+    pub contexts: BTreeMap<String, NamedContext>,
+}
+
+/// A `--build-context` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory (`NAME=DIR`): `COPY --from=NAME` reads it.
+    Dir(PathBuf),
+    /// An image in the store (`NAME=docker-image://REF`): `FROM NAME` and `COPY --from=NAME`
+    /// use it.
+    Image(String),
 }
 
 /// What a build made.
@@ -301,7 +313,21 @@ pub fn build_with(
                 cmd_set: false,
             },
             None => {
-                let (config, layers) = resolve_base(store, &stage.base, &stage.platform, explicit)
+                let base_ref = match settings.contexts.get(&stage.base) {
+                    Some(NamedContext::Image(r)) => r.clone(),
+                    Some(NamedContext::Dir(d)) => {
+                        return Err(BuildError::Step {
+                            location: loc(from_inst),
+                            message: format!(
+                                "`FROM {}` names the directory context `{}`; this version uses directory contexts with COPY --from only",
+                                stage.base,
+                                d.display()
+                            ),
+                        });
+                    }
+                    None => stage.base.clone(),
+                };
+                let (config, layers) = resolve_base(store, &base_ref, &stage.platform, explicit)
                     .map_err(|message| BuildError::Step {
                         location: loc(from_inst),
                         message,
@@ -552,9 +578,17 @@ pub fn build_with(
                     let add = matches!(step.command, Command::Add(_));
                     let source = match spec.from.as_deref() {
                         None => None,
-                        Some(from) => Some(match stage_of(from) {
-                            Some(dep) => rootfs.of_stage(store, dep, &states[&dep]).map_err(err)?,
-                            None => rootfs.of_image(store, from, &stage.platform).map_err(err)?,
+                        Some(from) => Some(match (stage_of(from), settings.contexts.get(from)) {
+                            (Some(dep), _) => {
+                                rootfs.of_stage(store, dep, &states[&dep]).map_err(err)?
+                            }
+                            (None, Some(NamedContext::Dir(d))) => rootfs.of_dir(from, d),
+                            (None, Some(NamedContext::Image(r))) => {
+                                rootfs.of_image(store, r, &stage.platform).map_err(err)?
+                            }
+                            (None, None) => {
+                                rootfs.of_image(store, from, &stage.platform).map_err(err)?
+                            }
                         }),
                     };
                     let done = copy_step(
@@ -795,6 +829,8 @@ struct Ctx<'a> {
 }
 
 struct CopyItem {
+    /// Unpacked from an archive by ADD: its owner is kept.
+    from_archive: bool,
     /// Owner kept from the source (COPY --from keeps it; the context gives 0:0).
     uid: u64,
     /// Group kept from the source.
@@ -897,6 +933,8 @@ fn copy_step(
     let dest_rel = dest.trim_start_matches('/').to_string();
     let mut items: Vec<CopyItem> = Vec::new();
     let mut printed = Vec::new();
+    // Archives ADD unpacks, removed when the step ends, however it ends.
+    let mut unpacked = TempDirs(Vec::new());
     for src in &spec.sources {
         if add && (src.contains("://") || src.starts_with("git@")) {
             return Err(format!(
@@ -928,10 +966,45 @@ fn copy_step(
                 // A directory's contents go into the destination.
                 collect_dir(&path, &rel, &dest_rel, ignore, &excludes, &mut items)?;
             } else {
-                if add && is_archive(&path) {
-                    return Err(format!(
-                        "ADD of a local archive (`{src}`) would extract it, which is not supported yet in this version of wcbuild"
-                    ));
+                if add && spec.unpack != Some(false) && source.is_none() {
+                    match archive_kind(&path) {
+                        Some(ArchiveKind::Tar) => {
+                            // A local tar (plain, gzip or zstd) is unpacked into the
+                            // destination, merging with what is there, owners kept.
+                            let tmp = std::env::temp_dir().join(format!(
+                                "wcbuild-add-{}-{}",
+                                std::process::id(),
+                                cache_key(&[&path.to_string_lossy()])
+                                    .get(..12)
+                                    .unwrap_or("x")
+                            ));
+                            let _ = fs::remove_dir_all(&tmp);
+                            let f = fs::File::open(&path)
+                                .map_err(|e| format!("`{}`: {e}", path.display()))?;
+                            crate::layer::extract(
+                                std::io::BufReader::new(f),
+                                &tmp,
+                                &crate::layer::ExtractOptions::default(),
+                            )
+                            .map_err(|e| format!("ADD `{src}`: {e}"))?;
+                            let before = items.len();
+                            let r =
+                                collect_dir(&tmp, "", &dest_rel, &no_ignore, &excludes, &mut items);
+                            // Keep the extracted files until the layer is written.
+                            unpacked.0.push(tmp);
+                            r?;
+                            for it in &mut items[before..] {
+                                it.from_archive = true;
+                            }
+                            continue;
+                        }
+                        Some(ArchiveKind::Unsupported(what)) => {
+                            return Err(format!(
+                                "ADD `{src}`: {what} archives are not unpacked by this version of wcbuild (gzip, zstd and plain tar are); use --unpack=false to copy it as a file"
+                            ));
+                        }
+                        None => {}
+                    }
                 }
                 let base_name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
                 let target = if dest_is_dir || (!single) {
@@ -960,6 +1033,7 @@ fn copy_step(
             link: String::new(),
             uid: 0,
             gid: 0,
+            from_archive: false,
         });
     }
     items.sort_by(|a, b| a.dest.cmp(&b.dest));
@@ -996,7 +1070,7 @@ fn copy_step(
                 (Some(m), Kind::File) | (Some(m), Kind::Dir) => m,
                 _ => it.mode,
             };
-            if keep_owner && spec.chown.is_none() {
+            if (keep_owner || it.from_archive) && spec.chown.is_none() {
                 h.uid = it.uid;
                 h.gid = it.gid;
             } else {
@@ -1047,18 +1121,48 @@ fn copy_step(
     })
 }
 
-fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(path) else {
-        return false;
-    };
+/// Directories removed when dropped.
+struct TempDirs(Vec<PathBuf>);
+
+impl Drop for TempDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = fs::remove_dir_all(d);
+        }
+    }
+}
+
+enum ArchiveKind {
+    /// A tar, plain or compressed with gzip or zstd.
+    Tar,
+    /// A compression this version does not read (bzip2, xz).
+    Unsupported(&'static str),
+}
+
+/// Detects a local archive by its content, never by its name, as BuildKit does.
+fn archive_kind(path: &Path) -> Option<ArchiveKind> {
     use std::io::Read;
+    let mut head = [0u8; 512];
+    let mut f = fs::File::open(path).ok()?;
     let n = f.read(&mut head).unwrap_or(0);
-    (n >= 2 && head[..2] == [0x1f, 0x8b])
-        || (n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 3 && head[..3] == *b"BZh")
-        || (n >= 6 && head[..6] == [0xfd, b'7', b'z', b'X', b'Z', 0])
-        || (n == 512 && &head[257..262] == b"ustar")
+    let h = &head[..n];
+    if h.starts_with(b"BZh") {
+        return Some(ArchiveKind::Unsupported("bzip2"));
+    }
+    if h.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Some(ArchiveKind::Unsupported("xz"));
+    }
+    if h.starts_with(&[0x1f, 0x8b]) || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        // Compressed: it is an archive only if a tar header follows.
+        let f = fs::File::open(path).ok()?;
+        let mut tar = crate::layer::tar_reader(
+            std::io::BufReader::new(f),
+            crate::layer::ReadLimits::default(),
+        )
+        .ok()?;
+        return tar.next_entry().ok().flatten().map(|_| ArchiveKind::Tar);
+    }
+    (n == 512 && &head[257..262] == b"ustar").then_some(ArchiveKind::Tar)
 }
 
 fn mtime_of(meta: &fs::Metadata) -> i64 {
@@ -1123,6 +1227,7 @@ fn item_for(path: &Path, meta: &fs::Metadata, dest: &str) -> Result<CopyItem, St
         link,
         uid: owner_of(meta).0,
         gid: owner_of(meta).1,
+        from_archive: false,
     })
 }
 
@@ -1298,11 +1403,14 @@ fn finish(
     })
 }
 
-/// A stage's or image's file system, assembled from its layers for `COPY --from`.
+/// A stage's or image's file system, assembled from its layers for `COPY --from` (or a
+/// directory named with `--build-context`).
 pub struct Rootfs {
     path: PathBuf,
     windows: bool,
     label: String,
+    /// False for a user's directory, which must not be removed.
+    owned: bool,
 }
 
 /// Root file systems made during one build, removed when the build ends.
@@ -1315,7 +1423,9 @@ struct RootfsCache {
 impl Drop for RootfsCache {
     fn drop(&mut self) {
         for r in self.stages.values().chain(self.images.values()) {
-            let _ = fs::remove_dir_all(&r.path);
+            if r.owned {
+                let _ = fs::remove_dir_all(&r.path);
+            }
         }
     }
 }
@@ -1345,10 +1455,21 @@ fn assemble(
         path,
         windows,
         label,
+        owned: true,
     })
 }
 
 impl RootfsCache {
+    fn of_dir(&mut self, name: &str, dir: &Path) -> &Rootfs {
+        let key = format!("dir:{name}");
+        self.images.entry(key).or_insert_with(|| Rootfs {
+            path: dir.to_path_buf(),
+            windows: false,
+            label: format!("the build context `{name}` ({})", dir.display()),
+            owned: false,
+        })
+    }
+
     fn of_stage(
         &mut self,
         store: &Store,
