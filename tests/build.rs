@@ -298,8 +298,12 @@ fn what_is_not_built_yet_fails_clearly() {
     let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("Dockerfile:3: RUN needs a container runtime"),
+        err.contains("Dockerfile:3:1: RUN needs a container runtime"),
         "{err}"
+    );
+    assert!(
+        err.contains(" 3 | RUN echo hi"),
+        "the line is quoted: {err}"
     );
     let ctx = context(&[(
         "Dockerfile",
@@ -815,5 +819,98 @@ fn named_build_contexts() {
     assert!(
         assets.join("logo.svg").exists(),
         "a directory context is never removed"
+    );
+}
+
+#[test]
+fn copy_parents_and_symbolic_chmod() {
+    let root = tempdir("parents");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM scratch\nCOPY --parents src/a/*.txt src/b/*.txt /keep/\nCOPY --parents ./src/./b/*.txt /pivot/\nCOPY --chmod=u=rwX,go=rX tool.sh /bin/\n",
+        ),
+        ("src/a/one.txt", "1"),
+        ("src/b/two.txt", "2"),
+        ("tool.sh", "#!/bin/sh\n"),
+    ]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-t", "parents", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "parents");
+    let t = layer_tree(&root, &v, 0);
+    assert!(t.join("keep/src/a/one.txt").is_file() && t.join("keep/src/b/two.txt").is_file());
+    let t = layer_tree(&root, &v, 1);
+    assert!(
+        t.join("pivot/b/two.txt").is_file(),
+        "the ./ pivot drops what comes before it"
+    );
+    let t = layer_tree(&root, &v, 2);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(t.join("bin/tool.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn chown_names_resolve_through_the_stage_passwd() {
+    let root = tempdir("chown");
+    let base = root.join("busybox.tar");
+    fs::write(
+        &base,
+        wcbuild::ops::fixtures::busybox_archive(std::path::Path::new("/bin/busybox")).unwrap(),
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(&root, &["load", "-i", base.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM wcbuild.local/busybox:latest\nCOPY --chown=nobody:nogroup a.txt /a\nCOPY --chown=nobody b.txt /b\n",
+        ),
+        ("a.txt", "a"),
+        ("b.txt", "b"),
+    ]);
+    let (code, _, err) = wcbuild(&root, &["build", "-t", "owned", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "owned");
+    for (i, path) in [(1, "a"), (2, "b")] {
+        let d = v["manifest"]["layers"][i]["digest"].as_str().unwrap();
+        let blob = fs::read(
+            root.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap();
+        let mut r = wcbuild::layer::tar_reader(
+            std::io::Cursor::new(blob),
+            wcbuild::layer::ReadLimits::default(),
+        )
+        .unwrap();
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(
+            (e.header.path.as_str(), e.header.uid, e.header.gid),
+            (path, 65534, 65534)
+        );
+    }
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM wcbuild.local/busybox:latest\nCOPY --chown=ghost a.txt /a\n",
+        ),
+        ("a.txt", "a"),
+    ]);
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no user `ghost` in the image's /etc/passwd"),
+        "{err}"
     );
 }

@@ -5,8 +5,8 @@
 //! BuildKit writes them; `COPY` and `ADD` of local files (from the context, honouring
 //! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
 //! `COPY --from` reads an earlier stage's or a store image's file system, assembled from its
-//! layers in a temporary directory. Not yet: `--parents`, symbolic `--chmod`, user names in
-//! `--chown` on Linux, `ADD` of URLs and git repositories, ONBUILD triggers. Each of those
+//! layers in a temporary directory. Not yet: `ADD` of URLs and git repositories, ONBUILD
+//! triggers of a base image. Each of those
 //! stops the build with a message naming the instruction, rather than doing something else.
 
 use super::dockerfile::{self as df_ops, ReadError};
@@ -86,7 +86,10 @@ pub enum BuildError {
     /// The Dockerfile does not check.
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Check(Vec<Diagnostic>),
-    /// An instruction cannot be carried out.
+    /// An instruction cannot be carried out (the error quotes its line).
+    #[error("{0}")]
+    At(dockerfile::ParseError),
+    /// Something outside an instruction cannot be carried out.
     #[error("{location}: {message}")]
     Step {
         /// `file:line`.
@@ -290,7 +293,13 @@ pub fn build_with(
     for &si in &needed {
         let stage = &plan.stages[si];
         let from_inst = checked.stages[si].instruction;
-        let loc = |i: usize| format!("{}:{}", df.file, df.instructions[i].line);
+        // Where an instruction is, for errors that quote its line.
+        let at = |i: usize, message: String| {
+            BuildError::At(dockerfile::ParseError {
+                location: dockerfile::check::locate(&df, &df.instructions[i], None),
+                message,
+            })
+        };
         let explicit = checked.stages[si].platform.is_some() || settings.platform.is_some();
         let mut state = match stage.base_stage {
             Some(b) => {
@@ -316,35 +325,32 @@ pub fn build_with(
                 let base_ref = match settings.contexts.get(&stage.base) {
                     Some(NamedContext::Image(r)) => r.clone(),
                     Some(NamedContext::Dir(d)) => {
-                        return Err(BuildError::Step {
-                            location: loc(from_inst),
-                            message: format!(
+                        return Err(at(
+                            from_inst,
+                            format!(
                                 "`FROM {}` names the directory context `{}`; this version uses directory contexts with COPY --from only",
                                 stage.base,
                                 d.display()
                             ),
-                        });
+                        ));
                     }
                     None => stage.base.clone(),
                 };
                 let (config, layers) = resolve_base(store, &base_ref, &stage.platform, explicit)
-                    .map_err(|message| BuildError::Step {
-                        location: loc(from_inst),
-                        message,
-                    })?;
+                    .map_err(|message| at(from_inst, message))?;
                 if config
                     .config
                     .on_build
                     .as_ref()
                     .is_some_and(|t| !t.is_empty())
                 {
-                    return Err(BuildError::Step {
-                        location: loc(from_inst),
-                        message: format!(
+                    return Err(at(
+                        from_inst,
+                        format!(
                             "`{}` has ONBUILD triggers, which this version does not run yet",
                             stage.base
                         ),
-                    });
+                    ));
                 }
                 StageState {
                     config,
@@ -392,11 +398,7 @@ pub fn build_with(
             chain = cache_key(&[&chain, &format!("{:?}", step.command)]);
             let history_before = state.config.history.len();
             let mut step_cached = false;
-            let location = loc(step.instruction);
-            let err = |message: String| BuildError::Step {
-                location: location.clone(),
-                message,
-            };
+            let err = |message: String| at(step.instruction, message);
             let history = |state: &mut StageState, created_by: String, layer: bool| {
                 state.config.history.push(History {
                     created: Some(created.clone()),
@@ -874,17 +876,10 @@ fn copy_step(
         Some(r) => (r.path.clone(), &no_ignore, true),
         None => (settings.context.clone(), ignore, false),
     };
-    if spec.parents {
-        return Err(format!(
-            "{name} --parents is not supported yet in this version of wcbuild"
-        ));
-    }
     let windows = state.windows();
-    let mode_override = match &spec.chmod {
+    let mode_override: Option<Chmod> = match &spec.chmod {
         None => None,
-        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
-            format!("{name} --chmod={m}: only octal modes are supported in this version of wcbuild")
-        })?),
+        Some(m) => Some(Chmod::parse(m).map_err(|e| format!("{name} --chmod={m}: {e}"))?),
     };
     let (uid, gid, owner) = match &spec.chown {
         None => (0, 0, None),
@@ -905,18 +900,40 @@ fn copy_step(
         }
         Some(c) => {
             let (u, g) = match c.split_once(':') {
-                Some((u, g)) => (u, g),
-                None => (c.as_str(), c.as_str()),
+                Some((u, g)) => (u, Some(g)),
+                None => (c.as_str(), None),
             };
-            match (u.parse::<u64>(), g.parse::<u64>()) {
-                (Ok(u), Ok(g)) => (u, g, None),
-                _ if u == "root" && (g == "root" || g == u) => (0, 0, None),
-                _ => {
-                    return Err(format!(
-                        "{name} --chown={c}: user and group names are not resolved in this version; use numeric uid:gid"
-                    ));
+            let numeric = u.parse::<u64>().is_ok() && g.is_none_or(|g| g.parse::<u64>().is_ok());
+            let (passwd, group) = if numeric {
+                (String::new(), String::new())
+            } else {
+                // Names resolve through the stage's own /etc/passwd and /etc/group.
+                let fs = assemble(ctx.store, &state.layers, false, "the stage".into())?;
+                let read = |p: &str| fs::read_to_string(fs.path.join(p)).unwrap_or_default();
+                let files = (read("etc/passwd"), read("etc/group"));
+                let _ = fs::remove_dir_all(&fs.path);
+                files
+            };
+            let lookup = |table: &str, name: &str, what: &str| -> Result<u64, String> {
+                if let Ok(n) = name.parse::<u64>() {
+                    return Ok(n);
                 }
-            }
+                table
+                    .lines()
+                    .filter_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() >= 3 && f[0] == name).then(|| f[2].parse::<u64>().ok()).flatten()
+                    })
+                    .next()
+                    .ok_or_else(|| format!("{name_kw} --chown={c}: no {what} `{name}` in the image's /etc/{table_name}", name_kw = name_kw(add), table_name = if what == "user" { "passwd" } else { "group" }))
+            };
+            let uid = lookup(&passwd, u, "user")?;
+            // A user without a group gets gid = uid, as BuildKit does.
+            let gid = match g {
+                Some(g) => lookup(&group, g, "group")?,
+                None => uid,
+            };
+            (uid, gid, None)
         }
     };
     let excludes =
@@ -963,8 +980,13 @@ fn copy_step(
             let meta =
                 fs::symlink_metadata(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
             if meta.is_dir() {
-                // A directory's contents go into the destination.
-                collect_dir(&path, &rel, &dest_rel, ignore, &excludes, &mut items)?;
+                // A directory's contents go into the destination (under its kept parents
+                // with --parents).
+                let target = match kept_path(spec.parents, &raw, &rel) {
+                    Some(k) => format!("{}/{k}", dest_rel.trim_end_matches('/')),
+                    None => dest_rel.clone(),
+                };
+                collect_dir(&path, &rel, &target, ignore, &excludes, &mut items)?;
             } else {
                 if add && spec.unpack != Some(false) && source.is_none() {
                     match archive_kind(&path) {
@@ -1006,8 +1028,11 @@ fn copy_step(
                         None => {}
                     }
                 }
-                let base_name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
-                let target = if dest_is_dir || (!single) {
+                let base_name = match kept_path(spec.parents, &raw, &rel) {
+                    Some(k) => k,
+                    None => rel.rsplit('/').next().unwrap_or(&rel).to_string(),
+                };
+                let target = if dest_is_dir || !single || spec.parents {
                     format!("{}/{base_name}", dest_rel.trim_end_matches('/'))
                 } else {
                     dest_rel.clone()
@@ -1066,8 +1091,10 @@ fn copy_step(
                 continue;
             }
             let mut h = Header::new(&it.dest, it.kind);
-            h.mode = match (mode_override, it.kind) {
-                (Some(m), Kind::File) | (Some(m), Kind::Dir) => m,
+            h.mode = match (&mode_override, it.kind) {
+                (Some(m), Kind::File) | (Some(m), Kind::Dir) => {
+                    m.apply(it.mode, it.kind == Kind::Dir)
+                }
                 _ => it.mode,
             };
             if (keep_owner || it.from_archive) && spec.chown.is_none() {
@@ -1119,6 +1146,104 @@ fn copy_step(
         chain: key,
         cached,
     })
+}
+
+/// A `--chmod` value: octal (`755`) or symbolic (`u=rwX,go=rX`, `+x`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Chmod {
+    Octal(u32),
+    Symbolic(Vec<(u32, char, String)>),
+}
+
+impl Chmod {
+    fn parse(s: &str) -> Result<Chmod, String> {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+            return match u32::from_str_radix(s, 8) {
+                Ok(m) if m <= 0o7777 => Ok(Chmod::Octal(m)),
+                _ => Err("an octal mode is at most 7777".into()),
+            };
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let who_len = clause.chars().take_while(|c| "ugoa".contains(*c)).count();
+            let who = clause[..who_len].chars().fold(0u32, |m, c| {
+                m | match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    _ => 0o7777,
+                }
+            });
+            let who = if who_len == 0 { 0o7777 } else { who };
+            let mut rest = &clause[who_len..];
+            if rest.is_empty() {
+                return Err("expected [ugoa][+-=][rwxXst] clauses".into());
+            }
+            while let Some(op) = rest.chars().next() {
+                if !"+-=".contains(op) {
+                    return Err(format!("unexpected `{op}`: expected +, - or ="));
+                }
+                rest = &rest[1..];
+                let n = rest.chars().take_while(|c| "rwxXst".contains(*c)).count();
+                clauses.push((who, op, rest[..n].to_string()));
+                rest = &rest[n..];
+            }
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The new mode for an entry whose mode is `mode`.
+    fn apply(&self, mode: u32, dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut m = mode & 0o7777;
+        for (who, op, perms) in clauses {
+            let mut bits = 0u32;
+            for p in perms.chars() {
+                bits |= match p {
+                    'r' => 0o444,
+                    'w' => 0o222,
+                    'x' => 0o111,
+                    'X' if dir || mode & 0o111 != 0 => 0o111,
+                    's' => 0o6000,
+                    't' => 0o1000,
+                    _ => 0,
+                };
+            }
+            let bits = bits & who;
+            m = match op {
+                '+' => m | bits,
+                '-' => m & !bits,
+                _ => (m & !who) | bits,
+            };
+        }
+        m
+    }
+}
+
+/// With `--parents`, the part of a matched source path kept under the destination: the
+/// whole path, or what follows a `./` pivot in the source (`./x/./y/*.txt` keeps `y/…`).
+fn kept_path(parents: bool, source: &str, rel: &str) -> Option<String> {
+    if !parents {
+        return None;
+    }
+    let s = source.trim_start_matches('/');
+    let kept = match s.find("/./") {
+        Some(i) => {
+            let prefix = crate::dockerfile::ignore::clean(&s[..i]);
+            rel.strip_prefix(&format!("{prefix}/"))
+                .unwrap_or(rel)
+                .to_string()
+        }
+        None => rel.to_string(),
+    };
+    Some(kept)
+}
+
+fn name_kw(add: bool) -> &'static str {
+    if add { "ADD" } else { "COPY" }
 }
 
 /// Directories removed when dropped.
@@ -1750,4 +1875,47 @@ pub fn drop_cache(store: &Store) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        let c = |s: &str, mode: u32, dir: bool| Chmod::parse(s).unwrap().apply(mode, dir);
+        assert_eq!(c("755", 0o600, false), 0o755);
+        assert_eq!(c("u=rwX,go=rX", 0o600, false), 0o644);
+        assert_eq!(c("u=rwX,go=rX", 0o700, true), 0o755);
+        assert_eq!(
+            c("u=rwX,go=rX", 0o744, false),
+            0o755,
+            "X when any x bit is set"
+        );
+        assert_eq!(c("+x", 0o644, false), 0o755);
+        assert_eq!(c("go-w", 0o666, false), 0o644);
+        assert_eq!(c("a=r", 0o777, false), 0o444);
+        assert!(Chmod::parse("9999").is_err());
+        assert!(Chmod::parse("u*x").is_err());
+    }
+
+    #[test]
+    fn times_durations_and_paths() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(go_duration(30_000_000_000), "30s");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500_000), "1.5ms");
+        assert_eq!(windows_path("C:\\app\\bin").unwrap(), "/app/bin");
+        assert_eq!(windows_path("c:/x").unwrap(), "/x");
+        assert_eq!(windows_path("app").unwrap(), "app");
+        assert!(
+            windows_path("D:\\data")
+                .unwrap_err()
+                .contains("not on the system drive")
+        );
+        assert_eq!(join_clean("/app", "../etc/./x"), "/etc/x");
+    }
 }
