@@ -914,3 +914,127 @@ fn chown_names_resolve_through_the_stage_passwd() {
         "{err}"
     );
 }
+
+#[test]
+fn onbuild_triggers_run_in_child_builds() {
+    let root = tempdir("onbuild");
+    let parent = context(&[(
+        "Dockerfile",
+        "FROM scratch\nONBUILD COPY app.txt /app/\nONBUILD ENV FROM_TRIGGER=yes\n",
+    )]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-t", "parent:1", parent.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let p = inspect(&root, "parent:1");
+    assert_eq!(
+        p["config"]["config"]["OnBuild"],
+        serde_json::json!(["COPY app.txt /app/", "ENV FROM_TRIGGER=yes"])
+    );
+    let child = context(&[
+        ("Dockerfile", "FROM parent:1\nENV OWN=1\n"),
+        ("app.txt", "from the child's context"),
+    ]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-t", "child:1", child.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let c = inspect(&root, "child:1");
+    assert!(
+        c["config"]["config"]["OnBuild"].is_null(),
+        "triggers are not inherited"
+    );
+    let env = &c["config"]["config"]["Env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "FROM_TRIGGER=yes"),
+        "{env}"
+    );
+    let t = layer_tree(&root, &c, 0);
+    assert_eq!(
+        fs::read_to_string(t.join("app/app.txt")).unwrap(),
+        "from the child's context"
+    );
+}
+
+/// A small HTTP server on loopback for ADD of URLs: serves `/files/tool.bin`, redirects
+/// `/moved` there, answers 404 otherwise. Stops after `requests` requests.
+fn serve(body: &'static [u8], requests: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let _ = match path.as_str() {
+                "/files/tool.bin" => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    s.write_all(body)
+                }
+                "/moved" => write!(s, "HTTP/1.0 302 Found\r\nLocation: /files/tool.bin\r\n\r\n"),
+                _ => write!(s, "HTTP/1.0 404 Not Found\r\n\r\n"),
+            };
+        }
+    });
+    port
+}
+
+#[test]
+fn add_downloads_urls_and_checks_checksums() {
+    let root = tempdir("url");
+    let body: &'static [u8] = b"downloaded tool";
+    let sum = wcbuild::store::sha256_digest(body);
+    let port = serve(body, 3);
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum={sum} http://127.0.0.1:{port}/files/tool.bin /opt/\nADD http://127.0.0.1:{port}/moved /opt/renamed.bin\n"
+        ),
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", "-t", "url:1", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "url:1");
+    let t = layer_tree(&root, &v, 0);
+    assert_eq!(fs::read(t.join("opt/tool.bin")).unwrap(), body);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(t.join("opt/tool.bin"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let t = layer_tree(&root, &v, 1);
+    assert_eq!(
+        fs::read(t.join("opt/renamed.bin")).unwrap(),
+        body,
+        "redirects are followed"
+    );
+    // A wrong checksum stops the build.
+    let port = serve(body, 1);
+    let bad = format!("sha256:{}", "0".repeat(64));
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum={bad} http://127.0.0.1:{port}/files/tool.bin /opt/\n"
+        ),
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checksum mismatch"), "{err}");
+}

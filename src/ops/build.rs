@@ -5,8 +5,8 @@
 //! BuildKit writes them; `COPY` and `ADD` of local files (from the context, honouring
 //! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
 //! `COPY --from` reads an earlier stage's or a store image's file system, assembled from its
-//! layers in a temporary directory. Not yet: `ADD` of URLs and git repositories, ONBUILD
-//! triggers of a base image. Each of those
+//! layers in a temporary directory. ONBUILD triggers of an image base run after its FROM.
+//! Not yet: `ADD` of https URLs and git repositories. Each of those
 //! stops the build with a message naming the instruction, rather than doing something else.
 
 use super::dockerfile::{self as df_ops, ReadError};
@@ -338,20 +338,6 @@ pub fn build_with(
                 };
                 let (config, layers) = resolve_base(store, &base_ref, &stage.platform, explicit)
                     .map_err(|message| at(from_inst, message))?;
-                if config
-                    .config
-                    .on_build
-                    .as_ref()
-                    .is_some_and(|t| !t.is_empty())
-                {
-                    return Err(at(
-                        from_inst,
-                        format!(
-                            "`{}` has ONBUILD triggers, which this version does not run yet",
-                            stage.base
-                        ),
-                    ));
-                }
                 StageState {
                     config,
                     layers,
@@ -394,7 +380,28 @@ pub fn build_with(
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             ]);
         }
-        for step in &stage.steps {
+        // ONBUILD triggers of an image base run first, as if written right after FROM; the
+        // new image does not inherit them.
+        let mut steps: Vec<plan::Step> = Vec::new();
+        if stage.base_stage.is_none() {
+            if let Some(triggers) = state.config.config.on_build.take() {
+                steps = trigger_steps(&triggers, &df.directives, &opts)
+                    .map_err(|m| {
+                        at(
+                            from_inst,
+                            format!("in an ONBUILD trigger of `{}`: {m}", stage.base),
+                        )
+                    })?
+                    .into_iter()
+                    .map(|mut st| {
+                        st.instruction = from_inst;
+                        st
+                    })
+                    .collect();
+            }
+        }
+        steps.extend(stage.steps.iter().cloned());
+        for step in &steps {
             chain = cache_key(&[&chain, &format!("{:?}", step.command)]);
             let history_before = state.config.history.len();
             let mut step_cached = false;
@@ -953,9 +960,48 @@ fn copy_step(
     // Archives ADD unpacks, removed when the step ends, however it ends.
     let mut unpacked = TempDirs(Vec::new());
     for src in &spec.sources {
+        if add && src.starts_with("http://") && !src.ends_with(".git") {
+            printed.push(src.clone());
+            let dir = std::env::temp_dir().join(format!(
+                "wcbuild-url-{}-{}",
+                std::process::id(),
+                cache_key(&[src]).get(..12).unwrap_or("x")
+            ));
+            fs::create_dir_all(&dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+            unpacked.0.push(dir.clone());
+            let file = dir.join("download");
+            let digest = http_download(src, &file)?;
+            if let Some(want) = &spec.checksum {
+                if *want != digest {
+                    return Err(format!(
+                        "ADD {src}: checksum mismatch: --checksum={want}, the download is {digest}"
+                    ));
+                }
+            }
+            let name = src
+                .split(['?', '#'])
+                .next()
+                .unwrap_or(src)
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("index.html")
+                .to_string();
+            let target = if dest_is_dir {
+                format!("{}/{name}", dest_rel.trim_end_matches('/'))
+            } else {
+                dest_rel.clone()
+            };
+            let meta = fs::metadata(&file).map_err(|e| e.to_string())?;
+            let mut it = item_for(&file, &meta, target.trim_start_matches('/'))?;
+            // Downloads get mode 600, as BuildKit gives them.
+            it.mode = 0o600;
+            items.push(it);
+            continue;
+        }
         if add && (src.contains("://") || src.starts_with("git@")) {
             return Err(format!(
-                "ADD of URLs and git repositories (`{src}`) is not supported yet in this version of wcbuild"
+                "ADD of `{src}` is not supported yet in this version of wcbuild (plain http:// URLs are; https and git come with the registry client)"
             ));
         }
         printed.push(src.clone());
@@ -1244,6 +1290,128 @@ fn kept_path(parents: bool, source: &str, rel: &str) -> Option<String> {
 
 fn name_kw(add: bool) -> &'static str {
     if add { "ADD" } else { "COPY" }
+}
+
+/// Parses and expands a base image's ONBUILD triggers into steps.
+fn trigger_steps(
+    triggers: &[String],
+    directives: &dockerfile::Directives,
+    opts: &PlanOptions,
+) -> Result<Vec<plan::Step>, String> {
+    let mut text = format!("# escape={}\nFROM scratch\n", directives.escape);
+    for t in triggers {
+        text.push_str(t);
+        text.push('\n');
+    }
+    let df = dockerfile::parse(text.as_bytes(), "ONBUILD").map_err(|e| e.message)?;
+    let checked = dockerfile::check(&df);
+    if let Some(d) = checked
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == Severity::Error)
+    {
+        return Err(d.error.message.clone());
+    }
+    let (plan, diags) = plan::plan(&df, &checked, opts);
+    let plan = plan.ok_or_else(|| {
+        diags
+            .first()
+            .map(|d| d.error.message.clone())
+            .unwrap_or_else(|| "cannot be planned".into())
+    })?;
+    Ok(plan
+        .stages
+        .into_iter()
+        .next()
+        .map(|s| s.steps)
+        .unwrap_or_default())
+}
+
+/// Downloads a plain-HTTP URL into `file` (following up to 5 redirects), returning the
+/// content's `sha256:` digest. HTTPS needs the TLS client that comes with registry support.
+fn http_download(url: &str, file: &Path) -> Result<String, String> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut current = url.to_string();
+    for _ in 0..5 {
+        let rest = current.strip_prefix("http://").ok_or_else(|| {
+            format!("ADD {url}: redirected to `{current}`, which is not plain http")
+        })?;
+        let (hostport, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let addr = if hostport.contains(':') {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:80")
+        };
+        let mut conn = std::net::TcpStream::connect(&addr)
+            .map_err(|e| format!("ADD {url}: connect to {addr}: {e}"))?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .ok();
+        write!(conn, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: wcbuild\r\nConnection: close\r\n\r\n")
+            .map_err(|e| format!("ADD {url}: {e}"))?;
+        let mut r = BufReader::new(conn);
+        let mut status = String::new();
+        r.read_line(&mut status)
+            .map_err(|e| format!("ADD {url}: {e}"))?;
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut location = None;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)
+                .map_err(|e| format!("ADD {url}: {e}"))?
+                == 0
+                || line.trim().is_empty()
+            {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("location") {
+                    location = Some(v.trim().to_string());
+                }
+            }
+        }
+        match code {
+            200 => {
+                let mut out =
+                    fs::File::create(file).map_err(|e| format!("`{}`: {e}", file.display()))?;
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = r.read(&mut buf).map_err(|e| format!("ADD {url}: {e}"))?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    out.write_all(&buf[..n])
+                        .map_err(|e| format!("`{}`: {e}", file.display()))?;
+                }
+                return Ok(crate::layer::compress::format_digest(&h.finalize()));
+            }
+            301 | 302 | 303 | 307 | 308 => {
+                let l =
+                    location.ok_or_else(|| format!("ADD {url}: redirect without a Location"))?;
+                current = if l.starts_with('/') {
+                    format!("http://{hostport}{l}")
+                } else {
+                    l
+                };
+            }
+            _ => {
+                return Err(format!(
+                    "ADD {url}: the server answered `{}`",
+                    status.trim()
+                ));
+            }
+        }
+    }
+    Err(format!("ADD {url}: too many redirects"))
 }
 
 /// Directories removed when dropped.
