@@ -972,9 +972,16 @@ fn serve(body: &'static [u8], requests: usize) -> u16 {
     std::thread::spawn(move || {
         for stream in listener.incoming().take(requests) {
             let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 2048];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            // Read the whole request head, however it arrives.
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req).to_string();
             let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
             let _ = match path.as_str() {
                 "/files/tool.bin" => {

@@ -383,22 +383,22 @@ pub fn build_with(
         // ONBUILD triggers of an image base run first, as if written right after FROM; the
         // new image does not inherit them.
         let mut steps: Vec<plan::Step> = Vec::new();
-        if stage.base_stage.is_none() {
-            if let Some(triggers) = state.config.config.on_build.take() {
-                steps = trigger_steps(&triggers, &df.directives, &opts)
-                    .map_err(|m| {
-                        at(
-                            from_inst,
-                            format!("in an ONBUILD trigger of `{}`: {m}", stage.base),
-                        )
-                    })?
-                    .into_iter()
-                    .map(|mut st| {
-                        st.instruction = from_inst;
-                        st
-                    })
-                    .collect();
-            }
+        if stage.base_stage.is_none()
+            && let Some(triggers) = state.config.config.on_build.take()
+        {
+            steps = trigger_steps(&triggers, &df.directives, &opts)
+                .map_err(|m| {
+                    at(
+                        from_inst,
+                        format!("in an ONBUILD trigger of `{}`: {m}", stage.base),
+                    )
+                })?
+                .into_iter()
+                .map(|mut st| {
+                    st.instruction = from_inst;
+                    st
+                })
+                .collect();
         }
         steps.extend(stage.steps.iter().cloned());
         for step in &steps {
@@ -971,12 +971,12 @@ fn copy_step(
             unpacked.0.push(dir.clone());
             let file = dir.join("download");
             let digest = http_download(src, &file)?;
-            if let Some(want) = &spec.checksum {
-                if *want != digest {
-                    return Err(format!(
-                        "ADD {src}: checksum mismatch: --checksum={want}, the download is {digest}"
-                    ));
-                }
+            if let Some(want) = &spec.checksum
+                && *want != digest
+            {
+                return Err(format!(
+                    "ADD {src}: checksum mismatch: --checksum={want}, the download is {digest}"
+                ));
             }
             let name = src
                 .split(['?', '#'])
@@ -1350,7 +1350,10 @@ fn http_download(url: &str, file: &Path) -> Result<String, String> {
             .map_err(|e| format!("ADD {url}: connect to {addr}: {e}"))?;
         conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .ok();
-        write!(conn, "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: wcbuild\r\nConnection: close\r\n\r\n")
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: wcbuild\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes())
             .map_err(|e| format!("ADD {url}: {e}"))?;
         let mut r = BufReader::new(conn);
         let mut status = String::new();
@@ -1371,10 +1374,10 @@ fn http_download(url: &str, file: &Path) -> Result<String, String> {
             {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':') {
-                if k.eq_ignore_ascii_case("location") {
-                    location = Some(v.trim().to_string());
-                }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("location")
+            {
+                location = Some(v.trim().to_string());
             }
         }
         match code {
