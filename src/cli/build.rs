@@ -171,19 +171,7 @@ fn parse_output(spec: &str) -> Result<Output, CliError> {
 }
 
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            None => {
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
+    let build_args = super::build_args(&args.build_args);
     let mut platforms = Vec::new();
     if let Some(list) = &args.platform {
         for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {

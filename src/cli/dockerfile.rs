@@ -6,7 +6,6 @@ use crate::image::Platform;
 use crate::ops::dockerfile as ops;
 use crate::plan::{PlanOptions, command_words, format_platform};
 use clap::{Args, Subcommand};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,20 +159,7 @@ pub fn dump(inst: &Instruction) -> String {
 }
 
 fn plan_options(args: &PlanArgs) -> Result<PlanOptions, CliError> {
-    let mut build_args = BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            None => {
-                // `--build-arg K` takes K from the environment; unset means not given.
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
+    let build_args = super::build_args(&args.build_args);
     let host = Platform::host();
     let target_platform = match &args.platform {
         Some(p) => Platform::parse(p)

@@ -189,6 +189,25 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `--build-arg K=V` values; a bare `K` takes its value from the environment (and is left
+/// out when the environment has none), as `docker build` does.
+pub(crate) fn build_args(list: &[String]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in list {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// How a command failed.
 #[derive(Debug)]
 pub enum CliError {

@@ -1,7 +1,8 @@
 //! Images in the store: list, inspect, tag, remove, save to and load from archives, prune.
 
-use super::archive::{EntryKind, TarReader, TarWriter};
+use super::archive::TarWriter;
 use crate::image::{ImageConfig, Index, Manifest, Platform, Reference, ReferenceError, media};
+use crate::layer::tar::{Kind, TarReader};
 use crate::store::{IndexEntry, PruneReport, Store, StoreError};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -440,33 +441,43 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<Loaded>, ImageError> {
         let mut tar = TarReader::new(std::io::BufReader::with_capacity(1 << 20, f));
         loop {
             let entry = match tar.next_entry() {
-                Ok(Some(e)) => e,
+                Ok(Some(e)) => e.header,
                 Ok(None) => break,
-                Err(e) => return Err(io_err("read archive", path)(e)),
+                Err(e) => {
+                    return Err(ImageError::Invalid {
+                        what: path.display().to_string(),
+                        kind: "image archive",
+                        message: e.to_string(),
+                    });
+                }
             };
-            if entry.kind != EntryKind::File {
+            if entry.kind != Kind::File {
                 continue;
             }
+            let mut name = entry.path.as_str();
+            while let Some(r) = name.strip_prefix("./") {
+                name = r;
+            }
+            let name = name.to_string();
             let is_meta = matches!(
-                entry.name.as_str(),
+                name.as_str(),
                 "index.json" | "oci-layout" | "manifest.json" | "repositories"
-            ) || (entry.name.ends_with(".json") && !entry.name.contains('/'));
+            ) || (name.ends_with(".json") && !name.contains('/'));
             if is_meta && entry.size <= MAX_META {
                 let mut buf = Vec::with_capacity(entry.size as usize);
                 tar.content()
                     .read_to_end(&mut buf)
                     .map_err(io_err("read archive", path))?;
                 let d = store.put_blob(&buf, None)?;
-                files.insert(entry.name.clone(), (d, entry.size));
-                meta.insert(entry.name, buf);
+                files.insert(name.clone(), (d, entry.size));
+                meta.insert(name, buf);
                 continue;
             }
-            let expected = entry
-                .name
+            let expected = name
                 .strip_prefix("blobs/sha256/")
                 .map(|hex| format!("sha256:{hex}"));
             let d = store.put_reader(tar.content(), expected.as_deref(), Some(entry.size))?;
-            files.insert(entry.name, (d, entry.size));
+            files.insert(name, (d, entry.size));
         }
     }
     let invalid = |message: String| ImageError::Invalid {
