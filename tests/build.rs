@@ -1045,3 +1045,73 @@ fn add_downloads_urls_and_checks_checksums() {
     assert_eq!(code, 1);
     assert!(err.contains("checksum mismatch"), "{err}");
 }
+
+#[test]
+fn oci_layout_build_contexts() {
+    // An OCI layout made elsewhere (here: saved from another store and unpacked).
+    let other = tempdir("layout-src");
+    let (code, _, err) = wcbuild(
+        &other,
+        &[
+            "load",
+            "-i",
+            repo().join("fixtures/nanoserver.tar").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let archive = other.join("base.tar");
+    let (code, _, err) = wcbuild(
+        &other,
+        &[
+            "save",
+            "mcr.microsoft.com/windows/nanoserver:ltsc2019",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let layout = tempdir("layout");
+    assert!(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let root = tempdir("layout-build");
+    let ctx = context(&[("Dockerfile", "FROM base\nCOPY a.txt /\n"), ("a.txt", "a")]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "fromlayout",
+            "--build-context",
+            &format!("base=oci-layout://{}:ltsc2019", layout.display()),
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        inspect(&root, "fromlayout")["config"]["os.version"],
+        "10.0.17763.6414"
+    );
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "--build-context",
+            &format!("base=oci-layout://{}:nope", layout.display()),
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("has no image tagged `nope`"), "{err}");
+}

@@ -51,7 +51,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
     /// A named context (repeatable): `NAME=DIR` for `COPY --from=NAME`, or
-    /// `NAME=docker-image://REF` for `FROM NAME` and `COPY --from=NAME` (an image in the store)
+    /// `NAME=docker-image://REF` (an image in the store) or `NAME=oci-layout://DIR[:TAG]` for
+    /// `FROM NAME` and `COPY --from=NAME`
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
     /// Write build metadata (image digest, config digest, per-platform digests) as JSON
@@ -214,9 +215,20 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             crate::image::Reference::parse(r)
                 .map_err(|e| CliError::Usage(format!("--build-context: {e}")))?;
             crate::ops::build::NamedContext::Image(r.to_string())
-        } else if value.starts_with("oci-layout://") || value.contains("://") {
+        } else if let Some(layout) = value.strip_prefix("oci-layout://") {
+            // DIR[:TAG]; a Windows path like C:\x keeps its drive colon.
+            let (dir, tag) = match layout.rsplit_once(':') {
+                Some((d, t)) if !t.contains(['/', '\\']) && d.len() > 1 => (d, Some(t)),
+                _ => (layout, None),
+            };
+            let store = super::images::open_store(global)?;
+            let digest =
+                crate::ops::build::load_layout_context(&store, std::path::Path::new(dir), tag)
+                    .map_err(|e| CliError::Failed(anyhow::anyhow!("--build-context `{c}`: {e}")))?;
+            crate::ops::build::NamedContext::Image(digest)
+        } else if value.contains("://") {
             return Err(CliError::Usage(format!(
-                "--build-context `{c}`: this version takes NAME=DIR and NAME=docker-image://REF (load an OCI layout with `wcbuild load -i DIR` first)"
+                "--build-context `{c}`: expected NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://DIR[:TAG]"
             )));
         } else {
             crate::ops::build::NamedContext::Dir(PathBuf::from(value))

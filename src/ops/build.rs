@@ -56,9 +56,37 @@ pub struct BuildSettings {
 pub enum NamedContext {
     /// A local directory (`NAME=DIR`): `COPY --from=NAME` reads it.
     Dir(PathBuf),
-    /// An image in the store (`NAME=docker-image://REF`): `FROM NAME` and `COPY --from=NAME`
-    /// use it.
+    /// An image in the store (`NAME=docker-image://REF`), or one loaded from an OCI layout
+    /// (`NAME=oci-layout://DIR[:TAG]`, named by its digest): `FROM NAME` and `COPY
+    /// --from=NAME` use it.
     Image(String),
+}
+
+/// Loads the image an `oci-layout://DIR[:TAG]` build context names into the store (verifying
+/// every blob) and returns its digest, to use as `NamedContext::Image`.
+pub fn load_layout_context(store: &Store, dir: &Path, tag: Option<&str>) -> Result<String, String> {
+    let index_path = dir.join("index.json");
+    let bytes = fs::read(&index_path).map_err(|e| format!("`{}`: {e}", index_path.display()))?;
+    let index: Index =
+        serde_json::from_slice(&bytes).map_err(|e| format!("`{}`: {e}", index_path.display()))?;
+    let chosen = match tag {
+        Some(t) => index.manifests.iter().find(|m| {
+            m.annotations
+                .get(crate::store::REF_NAME_ANNOTATION)
+                .is_some_and(|r| r == t || r.ends_with(&format!(":{t}")))
+        }),
+        None if index.manifests.len() == 1 => index.manifests.first(),
+        None => None,
+    }
+    .ok_or_else(|| match tag {
+        Some(t) => format!("`{}` has no image tagged `{t}`", dir.display()),
+        None => format!(
+            "`{}` holds several images; name one with oci-layout://DIR:TAG",
+            dir.display()
+        ),
+    })?;
+    images::load(store, dir).map_err(|e| e.to_string())?;
+    Ok(chosen.digest.clone())
 }
 
 /// What a build made.
@@ -729,12 +757,30 @@ fn resolve_base(
     platform: &Platform,
     explicit: bool,
 ) -> Result<(ImageConfig, Vec<Descriptor>), String> {
-    let entry = images::resolve(store, base).map_err(|e| match e {
-        ImageError::NotFound(_) => format!(
-            "base image `{base}` is not in the store; load it first (e.g. `wcbuild load -i fixtures/nanoserver.tar`); pulling from registries comes in a later version"
-        ),
-        other => other.to_string(),
-    })?;
+    let entry = if base.starts_with("sha256:") {
+        // An untagged image named by digest (an `oci-layout://` build context).
+        let bytes = store.read_blob(base).map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("`{base}`: {e}"))?;
+        let media_type = v["mediaType"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| {
+                if v.get("manifests").is_some() {
+                    media::OCI_INDEX.into()
+                } else {
+                    media::OCI_MANIFEST.into()
+                }
+            });
+        IndexEntry::new(&media_type, base, bytes.len() as u64)
+    } else {
+        images::resolve(store, base).map_err(|e| match e {
+            ImageError::NotFound(_) => format!(
+                "base image `{base}` is not in the store; load it first (e.g. `wcbuild load -i fixtures/nanoserver.tar`); pulling from registries comes in a later version"
+            ),
+            other => other.to_string(),
+        })?
+    };
     let read =
         |d: &str| -> Result<Vec<u8>, String> { store.read_blob(d).map_err(|e| e.to_string()) };
     let manifest_digest = if media::is_index(&entry.media_type) {
