@@ -15,6 +15,24 @@ pub enum Event {
         /// Its platform.
         platform: String,
     },
+    /// A step starts.
+    StepStart {
+        /// Stage index.
+        stage: usize,
+        /// Dockerfile line.
+        line: usize,
+        /// The instruction, expanded.
+        text: String,
+    },
+    /// Bytes packed into the current step's layer so far.
+    Packing {
+        /// Stage index.
+        stage: usize,
+        /// Bytes of file content written.
+        done: u64,
+        /// Bytes of file content the step writes in all.
+        total: u64,
+    },
     /// A step finished.
     Step {
         /// Stage index.

@@ -1115,3 +1115,32 @@ fn oci_layout_build_contexts() {
     assert_eq!(code, 1);
     assert!(err.contains("has no image tagged `nope`"), "{err}");
 }
+
+#[test]
+fn json_progress_reports_step_starts_and_packed_bytes() {
+    let root = tempdir("progress");
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY data.bin /\n")]);
+    fs::write(ctx.join("data.bin"), vec![7u8; 300_000]).unwrap();
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "--progress", "json", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"stage"));
+    assert!(kinds.contains(&"step-start") && kinds.contains(&"step"));
+    let bytes = events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "bytes")
+        .expect("a bytes event");
+    assert_eq!(
+        (bytes["done"].as_u64(), bytes["total"].as_u64()),
+        (Some(300_000), Some(300_000))
+    );
+}

@@ -64,8 +64,8 @@ pub struct BuildArgs {
     /// Build every step, ignoring the build cache (results are still recorded)
     #[arg(long)]
     pub no_cache: bool,
-    /// How to show progress on stderr: `plain` (a line per step; also `auto` and `tty` for
-    /// now), `json` (an object per event), `quiet` (nothing)
+    /// How to show progress on stderr: `tty` (a live view), `plain` (a line per step), `json`
+    /// (an object per event), `quiet` (nothing); `auto` is `tty` on a terminal, else `plain`
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
     /// Where the result goes: `type=image` (the store, the default), `type=oci,dest=FILE` or
@@ -76,9 +76,9 @@ pub struct BuildArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ProgressMode {
-    /// Plain lines (a live view is not drawn yet)
+    /// A live view on a terminal, plain lines otherwise
     Auto,
-    /// Plain lines (a live view is not drawn yet)
+    /// A live view: a line per step, a bar while a layer is packed
     Tty,
     /// A line per event
     Plain,
@@ -88,33 +88,101 @@ pub enum ProgressMode {
     Quiet,
 }
 
-fn draw(mode: ProgressMode, event: crate::progress::Event) {
-    use crate::progress::Event;
-    match mode {
-        ProgressMode::Quiet => {}
-        ProgressMode::Json => {
-            let v = match &event {
+/// Draws progress events on stderr in the chosen mode.
+struct Drawer {
+    mode: ProgressMode,
+    multi: Option<indicatif::MultiProgress>,
+    step: Option<indicatif::ProgressBar>,
+    bar: Option<indicatif::ProgressBar>,
+    started: std::time::Instant,
+}
+
+impl Drawer {
+    fn new(mode: ProgressMode) -> Drawer {
+        use std::io::IsTerminal;
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        };
+        let multi = (mode == ProgressMode::Tty).then(|| {
+            // Drawn at most every 100 ms.
+            indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr_with_hz(10),
+            )
+        });
+        Drawer {
+            mode,
+            multi,
+            step: None,
+            bar: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn event(&mut self, event: crate::progress::Event) {
+        use crate::progress::Event;
+        match self.mode {
+            ProgressMode::Quiet => {}
+            ProgressMode::Json => {
+                let v = match &event {
+                    Event::Stage {
+                        index,
+                        name,
+                        base,
+                        platform,
+                    } => serde_json::json!({
+                        "type": "stage", "stage": index, "name": name, "base": base, "platform": platform,
+                    }),
+                    Event::StepStart { stage, line, text } => serde_json::json!({
+                        "type": "step-start", "stage": stage, "line": line, "instruction": text,
+                    }),
+                    Event::Packing { stage, done, total } => serde_json::json!({
+                        "type": "bytes", "stage": stage, "done": done, "total": total,
+                    }),
+                    Event::Step {
+                        stage,
+                        line,
+                        text,
+                        layer,
+                        cached,
+                    } => serde_json::json!({
+                        "type": "step", "stage": stage, "line": line, "instruction": text, "layer": layer, "cached": cached,
+                    }),
+                };
+                eprintln!("{v}");
+            }
+            ProgressMode::Tty => self.tty(event),
+            _ => match event {
                 Event::Stage {
                     index,
                     name,
                     base,
                     platform,
-                } => serde_json::json!({
-                    "type": "stage", "stage": index, "name": name, "base": base, "platform": platform,
-                }),
+                } => {
+                    let n = name.map(|n| format!(" {n}")).unwrap_or_default();
+                    eprintln!("[stage {index}{n}] FROM {base} ({platform})");
+                }
                 Event::Step {
                     stage,
                     line,
                     text,
-                    layer,
                     cached,
-                } => serde_json::json!({
-                    "type": "step", "stage": stage, "line": line, "instruction": text, "layer": layer, "cached": cached,
-                }),
-            };
-            eprintln!("{v}");
+                    ..
+                } => {
+                    let tag = if cached { " CACHED" } else { "" };
+                    eprintln!("[stage {stage}] {line:>4}  {text}{tag}");
+                }
+                Event::StepStart { .. } | Event::Packing { .. } => {}
+            },
         }
-        _ => match event {
+    }
+
+    fn tty(&mut self, event: crate::progress::Event) {
+        use crate::progress::Event;
+        use indicatif::{ProgressBar, ProgressStyle};
+        let Some(multi) = &self.multi else { return };
+        match event {
             Event::Stage {
                 index,
                 name,
@@ -122,7 +190,30 @@ fn draw(mode: ProgressMode, event: crate::progress::Event) {
                 platform,
             } => {
                 let n = name.map(|n| format!(" {n}")).unwrap_or_default();
-                eprintln!("[stage {index}{n}] FROM {base} ({platform})");
+                let _ = multi.println(format!("[stage {index}{n}] FROM {base} ({platform})"));
+            }
+            Event::StepStart { stage, line, text } => {
+                let pb = multi.add(ProgressBar::new_spinner());
+                pb.set_style(
+                    ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                pb.set_message(format!("[stage {stage}] {line:>4}  {text}"));
+                pb.enable_steady_tick(std::time::Duration::from_millis(100));
+                self.step = Some(pb);
+                self.started = std::time::Instant::now();
+            }
+            Event::Packing { done, total, .. } => {
+                let bar = self.bar.get_or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new(total));
+                    b.set_style(
+                        ProgressStyle::with_template("       packing [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    b
+                });
+                bar.set_length(total);
+                bar.set_position(done);
             }
             Event::Step {
                 stage,
@@ -131,10 +222,29 @@ fn draw(mode: ProgressMode, event: crate::progress::Event) {
                 cached,
                 ..
             } => {
-                let tag = if cached { " CACHED" } else { "" };
-                eprintln!("[stage {stage}] {line:>4}  {text}{tag}");
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                let tag = if cached {
+                    " CACHED".to_string()
+                } else {
+                    format!(" {:.1}s", self.started.elapsed().as_secs_f64())
+                };
+                let done = format!("\u{2714} [stage {stage}] {line:>4}  {text}{tag}");
+                match self.step.take() {
+                    Some(pb) => {
+                        pb.set_style(
+                            ProgressStyle::with_template("{msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        );
+                        pb.finish_with_message(done);
+                    }
+                    None => {
+                        let _ = multi.println(done);
+                    }
+                }
             }
-        },
+        }
     }
 }
 
@@ -240,7 +350,8 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
     } else {
         args.progress
     };
-    let mut reporter = |e: crate::progress::Event| draw(mode, e);
+    let mut drawer = Drawer::new(mode);
+    let mut reporter = |e: crate::progress::Event| drawer.event(e);
     let output = match &args.output {
         Some(o) => parse_output(o)?,
         None => Output::Store,

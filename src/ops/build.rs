@@ -269,6 +269,8 @@ pub fn build_with(
         store,
         settings,
         cache: BuildCache::open(store, &settings.context, !settings.no_cache),
+        reporter,
+        stage: 0,
     };
     let mut chains: BTreeMap<usize, String> = BTreeMap::new();
     let now = settings.source_date_epoch.unwrap_or_else(|| {
@@ -390,7 +392,8 @@ pub fn build_with(
                 settings.compression, settings.source_date_epoch
             ),
         ]);
-        reporter.event(Event::Stage {
+        ctx.stage = si;
+        ctx.reporter.event(Event::Stage {
             index: si,
             name: stage.name.clone(),
             base: stage.base.clone(),
@@ -432,6 +435,14 @@ pub fn build_with(
         for step in &steps {
             chain = cache_key(&[&chain, &format!("{:?}", step.command)]);
             let history_before = state.config.history.len();
+            {
+                let (name, words) = plan::command_words(&step.command);
+                ctx.reporter.event(Event::StepStart {
+                    stage: si,
+                    line: df.instructions[step.instruction].line,
+                    text: format!("{name} {}", words.join(" ")),
+                });
+            }
             let mut step_cached = false;
             let err = |message: String| at(step.instruction, message);
             let history = |state: &mut StageState, created_by: String, layer: bool| {
@@ -532,7 +543,7 @@ pub fn build_with(
                             };
                             dirs.push(acc.clone());
                         }
-                        step_cached = add_layer(&mut ctx, &mut state, &chain, None, |w| {
+                        step_cached = add_layer(&mut ctx, &mut state, &chain, None, |w, _| {
                             for d in &dirs {
                                 let mut h = Header::new(d, Kind::Dir);
                                 h.mtime = now;
@@ -657,7 +668,7 @@ pub fn build_with(
                 .history
                 .get(history_before)
                 .is_some_and(|h| !h.empty_layer);
-            reporter.event(Event::Step {
+            ctx.reporter.event(Event::Step {
                 stage: si,
                 line: df.instructions[step.instruction].line,
                 text,
@@ -844,7 +855,10 @@ fn add_layer(
     state: &mut StageState,
     key: &str,
     windows_owner: Option<String>,
-    fill: impl FnOnce(&mut LayerWriter<&mut crate::store::BlobWriter<'_>>) -> std::io::Result<()>,
+    fill: impl FnOnce(
+        &mut LayerWriter<&mut crate::store::BlobWriter<'_>>,
+        &mut dyn Reporter,
+    ) -> std::io::Result<()>,
 ) -> Result<bool, String> {
     if let Some((layer, diff_id)) = ctx.cache.lookup(ctx.store, key) {
         state.layers.push(layer);
@@ -864,7 +878,7 @@ fn add_layer(
     };
     let mut blob = ctx.store.blob_writer().map_err(|e| e.to_string())?;
     let mut w = LayerWriter::new(&mut blob, opts).map_err(|e| e.to_string())?;
-    fill(&mut w).map_err(|e| e.to_string())?;
+    fill(&mut w, &mut *ctx.reporter).map_err(|e| e.to_string())?;
     let (d, _) = w.finish().map_err(|e| e.to_string())?;
     let digest = blob
         .commit(Some(&d.digest), Some(d.size))
@@ -881,6 +895,8 @@ struct Ctx<'a> {
     store: &'a Store,
     settings: &'a BuildSettings,
     cache: BuildCache,
+    reporter: &'a mut dyn Reporter,
+    stage: usize,
 }
 
 struct CopyItem {
@@ -1177,7 +1193,20 @@ fn copy_step(
     }
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
     let key = cache_key(&refs);
-    let cached = add_layer(ctx, state, &key, owner, |w| {
+    let total: u64 = items
+        .iter()
+        .map(|it| match (&it.source, &it.inline) {
+            (_, Some(d)) => d.len() as u64,
+            (Some(p), None) if it.kind == Kind::File => {
+                fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            }
+            _ => 0,
+        })
+        .sum();
+    let stage_index = ctx.stage;
+    let mut done = 0u64;
+    let mut last_report = std::time::Instant::now();
+    let cached = add_layer(ctx, state, &key, owner, |w, reporter| {
         for it in &items {
             if it.dest.is_empty() {
                 continue;
@@ -1201,11 +1230,13 @@ fn copy_step(
             match (&it.source, &it.inline) {
                 (_, Some(data)) => {
                     h.size = data.len() as u64;
+                    done += h.size;
                     w.append(h, Some(&mut &data[..]), false)?;
                 }
                 (Some(p), None) if it.kind == Kind::File => {
                     let mut f = fs::File::open(p)?;
                     h.size = f.metadata()?.len();
+                    done += h.size;
                     w.append(h, Some(&mut f), false)?;
                 }
                 _ => {
@@ -1217,7 +1248,20 @@ fn copy_step(
                     w.append(h, None, dir_link)?;
                 }
             }
+            if last_report.elapsed() >= std::time::Duration::from_millis(100) {
+                last_report = std::time::Instant::now();
+                reporter.event(Event::Packing {
+                    stage: stage_index,
+                    done,
+                    total,
+                });
+            }
         }
+        reporter.event(Event::Packing {
+            stage: stage_index,
+            done,
+            total,
+        });
         Ok(())
     })?;
     let mut msg = String::from(name);
