@@ -61,6 +61,7 @@ fn main() {
         target_platform: Platform::parse("linux/amd64").unwrap(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
         target: None,
+        images: Default::default(),
     };
     let df = wcbuild::dockerfile::parse(&src.bytes, "bench").unwrap();
     println!(

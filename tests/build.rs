@@ -1144,3 +1144,109 @@ fn json_progress_reports_step_starts_and_packed_bytes() {
         (Some(300_000), Some(300_000))
     );
 }
+
+#[test]
+fn remaining_instructions_on_linux_and_windows_stages() {
+    let root = tempdir("instructions");
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "load",
+            "-i",
+            repo().join("fixtures/servercore.tar").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch AS linux\nMAINTAINER Jane <jane@example.com>\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo shell form\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=30s --timeout=5s --retries=2 CMD curl -f http://localhost/\n\nFROM mcr.microsoft.com/windows/servercore:ltsc2022 AS win\nENV Path=C:\\\\bin\nENV MORE=${PATH}\nSHELL [\"powershell\", \"-Command\"]\nENTRYPOINT Write-Host hi\nHEALTHCHECK NONE\n",
+    )]);
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "lin",
+            "--target",
+            "linux",
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let c = &inspect(&root, "lin")["config"];
+    assert_eq!(c["author"], "Jane <jane@example.com>");
+    assert_eq!(c["config"]["Shell"], serde_json::json!(["/bin/bash", "-c"]));
+    assert_eq!(
+        c["config"]["Cmd"],
+        serde_json::json!(["/bin/bash", "-c", "echo shell form"]),
+        "SHELL applies to CMD's shell form"
+    );
+    assert_eq!(c["config"]["StopSignal"], "SIGQUIT");
+    let hc = &c["config"]["Healthcheck"];
+    assert_eq!(
+        hc["Test"],
+        serde_json::json!(["CMD-SHELL", "curl -f http://localhost/"])
+    );
+    assert_eq!(
+        (
+            hc["Interval"].as_i64(),
+            hc["Timeout"].as_i64(),
+            hc["Retries"].as_i64()
+        ),
+        (Some(30_000_000_000), Some(5_000_000_000), Some(2))
+    );
+    let history: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert!(history.contains(&"HEALTHCHECK {Test:[CMD-SHELL curl -f http://localhost/] Interval:30s Timeout:5s StartPeriod:0s StartInterval:0s Retries:2}"), "{history:?}");
+    assert!(history.contains(&"MAINTAINER Jane <jane@example.com>"));
+
+    let (code, _, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "win",
+            "--target",
+            "win",
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let c = &inspect(&root, "win")["config"];
+    let env = c["config"]["Env"].as_array().unwrap();
+    assert!(
+        env.contains(&serde_json::json!("MORE=C:\\bin")),
+        "Windows variable names ignore case: {env:?}"
+    );
+    assert_eq!(
+        c["config"]["Entrypoint"],
+        serde_json::json!(["powershell", "-Command", "Write-Host hi"])
+    );
+    assert_eq!(
+        c["config"]["Healthcheck"]["Test"],
+        serde_json::json!(["NONE"])
+    );
+    assert_eq!(
+        c["config"]["User"], "ContainerAdministrator",
+        "inherited from Server Core"
+    );
+
+    // STOPSIGNAL is refused for Windows, as BuildKit refuses it.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM --platform=windows/amd64 mcr.microsoft.com/windows/servercore:ltsc2022\nSTOPSIGNAL SIGTERM\n",
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("does not support the command stopsignal"),
+        "{err}"
+    );
+}

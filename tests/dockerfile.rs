@@ -137,6 +137,7 @@ fn linux() -> PlanOptions {
         target_platform: Platform::parse("linux/amd64").unwrap(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
         target: None,
+        images: Default::default(),
     }
 }
 

@@ -171,6 +171,7 @@ fn plan_options(args: &PlanArgs) -> Result<PlanOptions, CliError> {
         target_platform,
         build_platform: host,
         target: args.target.clone(),
+        images: Default::default(),
     })
 }
 

@@ -247,12 +247,38 @@ pub fn build_with(
     let df = df_ops::parse(&src)?;
     let checked = dockerfile::check(&df);
     let host = Platform::host();
-    let opts = PlanOptions {
+    let mut opts = PlanOptions {
         build_args: settings.build_args.clone(),
         target_platform: settings.platform.clone().unwrap_or_else(|| host.clone()),
         build_platform: host,
         target: settings.target.clone(),
+        images: BTreeMap::new(),
     };
+    // A first pass finds the image bases (FROM lines may use ARGs); their platforms and ENV
+    // then shape the real plan (a Windows base makes a Windows stage, its ENV is in scope).
+    if let (Some(first), _) = plan::plan(&df, &checked, &opts) {
+        for st in first.stages.iter().filter(|s| s.base_stage.is_none()) {
+            if st.base.eq_ignore_ascii_case("scratch") {
+                continue;
+            }
+            let base_ref = match settings.contexts.get(&st.base) {
+                Some(NamedContext::Image(r)) => r.clone(),
+                Some(NamedContext::Dir(_)) => continue,
+                None => st.base.clone(),
+            };
+            let explicit =
+                checked.stages[st.index].platform.is_some() || settings.platform.is_some();
+            if let Ok((config, _)) = resolve_base(store, &base_ref, &st.platform, explicit) {
+                opts.images.insert(
+                    st.base.clone(),
+                    plan::BaseImage {
+                        platform: config.platform(),
+                        env: config.config.env.clone().unwrap_or_default(),
+                    },
+                );
+            }
+        }
+    }
     let (plan, more) = plan::plan(&df, &checked, &opts);
     let errors: Vec<Diagnostic> = checked
         .diagnostics

@@ -49,6 +49,19 @@ pub struct PlanOptions {
     pub build_platform: Platform,
     /// `--target`, when given.
     pub target: Option<String>,
+    /// What the build knows of base images, by the reference a `FROM` names (after
+    /// expansion): their platform (which a stage without `--platform` takes) and ENV (which
+    /// `$` references in the stage see). Empty when planning without a store.
+    pub images: BTreeMap<String, BaseImage>,
+}
+
+/// A base image's platform and environment, for planning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImage {
+    /// Its platform.
+    pub platform: Platform,
+    /// Its `Env`, as `K=V`.
+    pub env: Vec<String>,
 }
 
 /// An ordered variable scope: later writes win, lookups may ignore case.
@@ -370,6 +383,10 @@ pub fn plan(
             },
             None => opts.target_platform.clone(),
         };
+        let image = opts.images.get(&base);
+        if let (None, Some(img)) = (&info.platform, image) {
+            platform = img.platform.clone();
+        }
         let windows_hint = platform.os == "windows";
         let (mut scope, mut env) = match base_stage {
             Some(b) => {
@@ -378,7 +395,17 @@ pub fn plan(
                 }
                 (stages[b].scope.clone(), stages[b].env.clone())
             }
-            None => (Scope::new(windows_hint), Vec::new()),
+            None => {
+                let mut scope = Scope::new(windows_hint);
+                let mut env = Vec::new();
+                for kv in image.map(|i| i.env.as_slice()).unwrap_or_default() {
+                    if let Some((k, v)) = kv.split_once('=') {
+                        scope.set(k, v);
+                        env.push((k.to_string(), v.to_string()));
+                    }
+                }
+                (scope, env)
+            }
         };
         scope.ignore_case = platform.os == "windows";
         let end = checked
