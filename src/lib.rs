@@ -14,4 +14,5 @@ pub mod layer;
 pub mod ops;
 pub mod plan;
 pub mod progress;
+pub mod registry;
 pub mod store;

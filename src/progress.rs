@@ -46,6 +46,38 @@ pub enum Event {
         /// True when the layer came from the build cache.
         cached: bool,
     },
+    /// A blob moving to or from a registry.
+    Transfer {
+        /// `pull` or `push`.
+        action: &'static str,
+        /// The blob.
+        digest: String,
+        /// What kind of blob (`layer`, `config`, `manifest`).
+        kind: &'static str,
+        /// Bytes moved so far.
+        done: u64,
+        /// The blob's size.
+        total: u64,
+        /// What happened.
+        state: TransferState,
+    },
+}
+
+/// What happened to a blob in a pull or push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferState {
+    /// The transfer starts.
+    Started,
+    /// Bytes moved so far (`done`).
+    Progress,
+    /// Nothing to move: the destination had it.
+    Present,
+    /// Mounted from another repository of the registry.
+    Mounted,
+    /// A foreign layer left out of a push.
+    Skipped,
+    /// Finished.
+    Done,
 }
 
 /// Receives progress events.

@@ -89,16 +89,50 @@ pub enum ProgressMode {
 }
 
 /// Draws progress events on stderr in the chosen mode.
-struct Drawer {
+pub(super) struct Drawer {
     mode: ProgressMode,
     multi: Option<indicatif::MultiProgress>,
     step: Option<indicatif::ProgressBar>,
     bar: Option<indicatif::ProgressBar>,
     started: std::time::Instant,
+    transfers: std::collections::HashMap<String, indicatif::ProgressBar>,
+}
+
+fn state_name(state: crate::progress::TransferState) -> &'static str {
+    use crate::progress::TransferState as S;
+    match state {
+        S::Started => "started",
+        S::Progress => "progress",
+        S::Present => "present",
+        S::Mounted => "mounted",
+        S::Skipped => "skipped",
+        S::Done => "done",
+    }
+}
+
+fn short_digest(d: &str) -> &str {
+    let hex = d.split_once(':').map_or(d, |(_, h)| h);
+    &hex[..hex.len().min(12)]
+}
+
+/// `1.5 MB`-style sizes (decimal units, as Docker prints).
+pub(super) fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 impl Drawer {
-    fn new(mode: ProgressMode) -> Drawer {
+    pub(super) fn new(mode: ProgressMode) -> Drawer {
         use std::io::IsTerminal;
         let mode = match mode {
             ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
@@ -117,10 +151,11 @@ impl Drawer {
             step: None,
             bar: None,
             started: std::time::Instant::now(),
+            transfers: std::collections::HashMap::new(),
         }
     }
 
-    fn event(&mut self, event: crate::progress::Event) {
+    pub(super) fn event(&mut self, event: crate::progress::Event) {
         use crate::progress::Event;
         match self.mode {
             ProgressMode::Quiet => {}
@@ -149,6 +184,17 @@ impl Drawer {
                     } => serde_json::json!({
                         "type": "step", "stage": stage, "line": line, "instruction": text, "layer": layer, "cached": cached,
                     }),
+                    Event::Transfer {
+                        action,
+                        digest,
+                        kind,
+                        done,
+                        total,
+                        state,
+                    } => serde_json::json!({
+                        "type": "transfer", "action": action, "kind": kind, "digest": digest,
+                        "done": done, "total": total, "state": state_name(*state),
+                    }),
                 };
                 eprintln!("{v}");
             }
@@ -172,6 +218,24 @@ impl Drawer {
                 } => {
                     let tag = if cached { " CACHED" } else { "" };
                     eprintln!("[stage {stage}] {line:>4}  {text}{tag}");
+                }
+                Event::Transfer {
+                    action,
+                    digest,
+                    kind,
+                    total,
+                    state,
+                    ..
+                } => {
+                    use crate::progress::TransferState as S;
+                    if !matches!(state, S::Started | S::Progress) {
+                        eprintln!(
+                            "{action} {kind} {} {} {}",
+                            short_digest(&digest),
+                            human(total),
+                            state_name(state)
+                        );
+                    }
                 }
                 Event::StepStart { .. } | Event::Packing { .. } => {}
             },
@@ -241,6 +305,49 @@ impl Drawer {
                     }
                     None => {
                         let _ = multi.println(done);
+                    }
+                }
+            }
+            Event::Transfer {
+                action,
+                digest,
+                kind,
+                done,
+                total,
+                state,
+            } => {
+                use crate::progress::TransferState as S;
+                let label = format!("{action} {kind} {}", short_digest(&digest));
+                match state {
+                    S::Started | S::Progress => {
+                        let pb = self.transfers.entry(digest).or_insert_with(|| {
+                            let b = multi.add(ProgressBar::new(total));
+                            b.set_style(
+                                ProgressStyle::with_template(
+                                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                                )
+                                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                            );
+                            b.set_message(label.clone());
+                            b
+                        });
+                        pb.set_position(done);
+                    }
+                    _ => {
+                        let line =
+                            format!("\u{2714} {label} {} {}", human(total), state_name(state));
+                        match self.transfers.remove(&digest) {
+                            Some(pb) => {
+                                pb.set_style(
+                                    ProgressStyle::with_template("{msg}")
+                                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                                );
+                                pb.finish_with_message(line);
+                            }
+                            None => {
+                                let _ = multi.println(line);
+                            }
+                        }
                     }
                 }
             }

@@ -8,6 +8,7 @@ mod build;
 mod dockerfile;
 mod images;
 mod layer;
+mod registry;
 
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
@@ -53,9 +54,9 @@ pub enum Commands {
     /// Build an image from a Dockerfile (also: `wcbuild [OPTIONS] CONTEXT`)
     Build(build::BuildArgs),
     /// Pull an image or index from a registry into the store
-    Pull(Pending),
+    Pull(registry::PullArgs),
     /// Push an image or index from the store to a registry
-    Push(Pending),
+    Push(registry::PushArgs),
     /// List the images in the store
     Images(images::ImagesArgs),
     /// Show an image's manifest and config as JSON
@@ -73,9 +74,9 @@ pub enum Commands {
     /// Say which Windows hosts and isolation modes can run an image
     Compat(Pending),
     /// Log in to a registry
-    Login(Pending),
+    Login(registry::LoginArgs),
     /// Log out of a registry
-    Logout(Pending),
+    Logout(registry::LogoutArgs),
     /// Remove blobs no image reaches and stale partial downloads
     Prune(images::PruneArgs),
     /// Verify the store: every blob's digest and every reference
@@ -167,6 +168,10 @@ pub fn main() -> ExitCode {
         Commands::Load(a) => images::load(g, a),
         Commands::Prune(a) => images::prune(g, a),
         Commands::Layer(cmd) => layer::run(cmd),
+        Commands::Pull(a) => registry::pull(g, a),
+        Commands::Push(a) => registry::push(g, a),
+        Commands::Login(a) => registry::login(a),
+        Commands::Logout(a) => registry::logout(a),
         other => Err(CliError::NotBuilt(command_name(&other))),
     };
     match outcome {

@@ -8,3 +8,4 @@ pub mod dockerfile;
 pub mod fixtures;
 pub mod images;
 pub mod layer;
+pub mod registry;
