@@ -11,7 +11,10 @@ cd "$(dirname "$0")"
 # - docker.io: a real Docker engine (started by the tests on a private socket) loads and runs
 #   what `wcbuild save --format docker` writes
 # - pigz: the peer the layer benchmark measures against
-packages=(gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz)
+# - docker-registry: a real registry (distribution 2.8) the pull/push tests start on loopback
+# - apache2-utils (htpasswd), openssl: basic auth and TLS for those registries
+# - python3-cryptography: the test token server signs its JWTs with it
+packages=(gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz docker-registry apache2-utils openssl python3-cryptography)
 need_apt=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

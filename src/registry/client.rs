@@ -67,6 +67,8 @@ pub struct ClientOptions {
     /// Registries (`host` or `host:port`) that may be reached over plain HTTP or with an
     /// unverified certificate. Loopback registries always may, as Docker allows.
     pub insecure: Vec<String>,
+    /// Treat loopback registries as insecure, as Docker does (default true).
+    pub loopback_insecure: bool,
     /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` are extra CAs, `client.cert` +
     /// `client.key` a client certificate.
     pub certs_dir: PathBuf,
@@ -86,6 +88,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             insecure: Vec::new(),
+            loopback_insecure: true,
             certs_dir: if cfg!(windows) {
                 PathBuf::from(r"C:\ProgramData\docker\certs.d")
             } else {
@@ -236,7 +239,8 @@ impl Client {
     }
 
     fn insecure(&self, host: &str) -> bool {
-        is_loopback(host) || self.inner.opts.insecure.iter().any(|h| h == host)
+        (self.inner.opts.loopback_insecure && is_loopback(host))
+            || self.inner.opts.insecure.iter().any(|h| h == host)
     }
 
     fn http_client(&self, host: &str, verify: bool) -> Result<reqwest::Client, RegistryError> {

@@ -1,0 +1,1376 @@
+//! Pull and push against real registries: Debian's `docker-registry` (distribution 2.8) on
+//! loopback ports, plain, with htpasswd + TLS, and with token auth from a small token server;
+//! skopeo and oci-client as peers; a fault-injecting proxy between us and the registry.
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wcbuild::image::Platform;
+use wcbuild::ops::registry::{PullOptions, PushOptions, TransferError, pull, push};
+use wcbuild::progress::{Event, Silent, TransferState};
+use wcbuild::registry::auth::Credentials;
+use wcbuild::registry::{Client, ClientOptions, RegistryError, Repo};
+use wcbuild::store::{IndexEntry, Store};
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wcb-reg-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// A `docker-registry` process; killed when dropped.
+struct Registry {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Registry {
+    fn start(extra: &str) -> Registry {
+        let dir = tempdir("registry");
+        let port = free_port();
+        Self::start_in(dir, port, extra)
+    }
+
+    fn start_in(dir: PathBuf, port: u16, extra: &str) -> Registry {
+        let config = format!(
+            "version: 0.1\nlog: {{level: info, formatter: text}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: wcbuild-test\n{extra}\nvalidation:\n  manifests: {{urls: {{allow: ['^https?://']}}}}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("registry.log"))
+            .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry must be installed (./test.sh installs it)");
+        wait_port(port);
+        Registry {
+            child: Some(child),
+            port,
+            dir,
+        }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    wcbuild::ops::registry::runtime()
+}
+
+fn fixture_store() -> (Store, PathBuf) {
+    let dir = tempdir("store");
+    let store = Store::open(&dir).unwrap();
+    wcbuild::ops::images::load(
+        &store,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nanoserver.tar"),
+    )
+    .unwrap();
+    (store, dir)
+}
+
+fn empty_store() -> (Store, PathBuf) {
+    let dir = tempdir("store");
+    (Store::open(&dir).unwrap(), dir)
+}
+
+const NANO: &str = "mcr.microsoft.com/windows/nanoserver";
+
+/// Tags an image with one layer of `size` pseudo-random bytes (and a tiny config).
+fn random_image(store: &Store, name: &str, size: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    let mut layer = Vec::with_capacity(size);
+    while layer.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        layer.extend_from_slice(&x.to_le_bytes());
+    }
+    layer.truncate(size);
+    let ld = store.put_blob(&layer, None).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [ld]},
+        "config": {}
+    })
+    .to_string();
+    let cd = store.put_blob(config.as_bytes(), None).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": size}]
+    })
+    .to_string();
+    let md = store.put_blob(manifest.as_bytes(), None).unwrap();
+    let full = wcbuild::ops::images::normalize(name).unwrap();
+    store
+        .tag(
+            &full,
+            IndexEntry::new(
+                "application/vnd.oci.image.manifest.v1+json",
+                &md,
+                manifest.len() as u64,
+            )
+            .with_reference(&full),
+        )
+        .unwrap();
+    md
+}
+
+fn blob_names(root: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(root.join("blobs/sha256"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ingest_is_empty(root: &Path) -> bool {
+    std::fs::read_dir(root.join("ingest"))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+fn opts() -> ClientOptions {
+    ClientOptions {
+        retry_base: Duration::from_millis(50),
+        config_dir: tempdir("dockercfg"),
+        ..ClientOptions::default()
+    }
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().expect("skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn push_and_pull_round_trip_with_skopeo() {
+    let reg = Registry::start("");
+    let (store, _dir) = fixture_store();
+    let client = Client::new(opts());
+    let rt = rt();
+    let host = reg.host();
+    // A multi-version Windows index keeps its digest and its os.version entries.
+    let dest = format!("{host}/wcb/nano:multi");
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &client,
+            &format!("{NANO}:multi"),
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    let local = store.lookup(&format!("{NANO}:multi")).unwrap().unwrap();
+    assert_eq!(pushed.digest, local.digest);
+    assert_eq!(pushed.uploaded, 6, "3 configs and 3 layers");
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{dest}"),
+    ]);
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(raw.as_bytes())),
+        local.digest
+    );
+    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let versions: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["os.version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        ["10.0.17763.6414", "10.0.20348.2849", "10.0.26100.2314"]
+    );
+
+    // A second push finds everything there and uploads nothing.
+    let again = rt
+        .block_on(push(
+            &store,
+            &client,
+            &format!("{NANO}:multi"),
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!((again.uploaded, again.existed), (0, 6));
+
+    // skopeo copies what we pushed into an OCI layout: same blobs, byte for byte.
+    let layout = tempdir("layout");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("oci:{}:x", layout.display()),
+    ]);
+    let theirs = blob_names(&layout);
+    assert!(theirs.contains(local.digest.trim_start_matches("sha256:")));
+    for b in &theirs {
+        assert!(
+            blob_names(store.root()).contains(b),
+            "skopeo has {b} which we never pushed"
+        );
+    }
+
+    // skopeo pushes; we pull into an empty store and get the same digest.
+    let other = format!("{host}/wcb/from-skopeo:1");
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:x", layout.display()),
+        &format!("docker://{other}"),
+        "--all",
+    ]);
+    let (fresh, fresh_dir) = empty_store();
+    let pulled = rt
+        .block_on(pull(
+            &fresh,
+            &client,
+            &other,
+            &PullOptions {
+                all_platforms: true,
+                ..Default::default()
+            },
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pulled.digest, local.digest);
+    assert_eq!(pulled.platforms.len(), 3);
+    assert!(ingest_is_empty(&fresh_dir));
+    // Every blob we hold verifies.
+    for b in blob_names(&fresh_dir) {
+        let bytes = std::fs::read(fresh_dir.join("blobs/sha256").join(&b)).unwrap();
+        assert_eq!(sha256_hex(&bytes), b);
+    }
+}
+
+#[test]
+fn pull_chooses_windows_version_and_says_what_exists() {
+    let reg = Registry::start("");
+    let (store, _d) = fixture_store();
+    let client = Client::new(opts());
+    let rt = rt();
+    let dest = format!("{}/wcb/nano:multi", reg.host());
+    rt.block_on(push(
+        &store,
+        &client,
+        &format!("{NANO}:multi"),
+        Some(&dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let (fresh, _fd) = empty_store();
+    let want = |p: &str| PullOptions {
+        platform: Some(Platform::parse(p).unwrap()),
+        ..Default::default()
+    };
+    let p = rt
+        .block_on(pull(
+            &fresh,
+            &client,
+            &dest,
+            &want("windows/amd64:ltsc2022"),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(p.platforms, ["windows/amd64:10.0.20348.2849"]);
+    let expected = store
+        .lookup(&format!("{NANO}:ltsc2022"))
+        .unwrap()
+        .unwrap()
+        .digest;
+    assert_eq!(p.digest, expected, "the tag names the 20348 image");
+    // Without --platform on a Linux host: a clear error listing the versions.
+    let err = rt
+        .block_on(pull(
+            &fresh,
+            &client,
+            &dest,
+            &want("linux/amd64"),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, TransferError::NoPlatform { .. }), "{msg}");
+    assert!(
+        msg.contains("10.0.17763.6414")
+            && msg.contains("10.0.26100.2314")
+            && msg.contains("--platform"),
+        "{msg}"
+    );
+    // A build that does not exist.
+    let err = rt
+        .block_on(pull(
+            &fresh,
+            &client,
+            &dest,
+            &want("windows/amd64:10.0.19041"),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no image for windows/amd64:10.0.19041"),
+        "{err}"
+    );
+    // Unknown tags and repositories.
+    let err = rt
+        .block_on(pull(
+            &fresh,
+            &client,
+            &format!("{}/wcb/nope:1", reg.host()),
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+}
+
+#[test]
+fn oci_client_pulls_what_we_push() {
+    let reg = Registry::start("");
+    let (store, _d) = empty_store();
+    let md = random_image(&store, "local/rand:1", 300_000, 7);
+    let client = Client::new(opts());
+    let rt = rt();
+    let dest = format!("{}/wcb/rand:1", reg.host());
+    rt.block_on(push(
+        &store,
+        &client,
+        "local/rand:1",
+        Some(&dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let (digest, layer) = rt.block_on(async {
+        use oci_client::client::{ClientConfig, ClientProtocol};
+        let c = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..Default::default()
+        });
+        let r: oci_client::Reference = dest.parse().unwrap();
+        let auth = oci_client::secrets::RegistryAuth::Anonymous;
+        let (manifest, digest) = c.pull_image_manifest(&r, &auth).await.unwrap();
+        let mut out = Vec::new();
+        c.pull_blob(&r, &manifest.layers[0], &mut out)
+            .await
+            .unwrap();
+        (digest, out)
+    });
+    assert_eq!(digest, md);
+    assert_eq!(layer.len(), 300_000);
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let st = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success(), "openssl {args:?}");
+}
+
+/// A self-signed key pair `NAME.key`/`NAME.crt` (the token server's signing key).
+fn openssl_cert(dir: &Path, name: &str, cn: &str) {
+    let (key, crt, subj) = (
+        format!("{name}.key"),
+        format!("{name}.crt"),
+        format!("/CN={cn}"),
+    );
+    openssl(
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", &key, "-out",
+            &crt, "-subj", &subj,
+        ],
+        dir,
+    );
+}
+
+/// A private CA (`ca.crt`) and a server certificate for 127.0.0.1 it signed
+/// (`registry.crt`/`registry.key`).
+fn private_ca(dir: &Path) {
+    openssl_cert(dir, "ca", "wcbuild test CA");
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "registry.key",
+            "-out",
+            "registry.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "registry.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "registry.crt",
+            "-extfile",
+            "ext.cnf",
+        ],
+        dir,
+    );
+}
+
+#[test]
+fn htpasswd_and_tls_with_a_private_ca() {
+    let work = tempdir("tls");
+    private_ca(&work);
+    let hp = Command::new("htpasswd")
+        .args(["-Bbn", "wcb", "s3cret"])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    std::fs::write(work.join("htpasswd"), &hp.stdout).unwrap();
+    let extra = format!(
+        "  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: wcbuild-test, path: {}}}",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display(),
+        work.join("htpasswd").display()
+    );
+    let reg = Registry::start(&extra);
+    let host = reg.host();
+    // Docker's certs.d layout: DIR/127.0.0.1:PORT/ca.crt.
+    let certs = work.join("certs.d");
+    std::fs::create_dir_all(certs.join(&host)).unwrap();
+    std::fs::copy(work.join("ca.crt"), certs.join(&host).join("ca.crt")).unwrap();
+    let (store, _d) = fixture_store();
+    let rt = rt();
+    let dest = format!("{host}/wcb/nano:ltsc2019");
+    let src = format!("{NANO}:ltsc2019");
+
+    // No credentials: refused, with advice.
+    let o = ClientOptions {
+        certs_dir: certs.clone(),
+        ..opts()
+    };
+    let err = rt
+        .block_on(push(
+            &store,
+            &Client::new(o.clone()),
+            &src,
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("wcbuild login"), "{err}");
+
+    // A wrong password: refused, and the password appears nowhere.
+    let bad = ClientOptions {
+        credentials: Some((
+            host.clone(),
+            Credentials {
+                username: "wcb".into(),
+                secret: "hunter2-wrong".into(),
+            },
+        )),
+        ..o.clone()
+    };
+    let err = rt
+        .block_on(Client::new(bad).check_login(&host))
+        .unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+
+    // `wcbuild login --password-stdin` checks and stores them; then push works.
+    let cfg = tempdir("cfg");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .args([
+            "login",
+            &host,
+            "-u",
+            "wcb",
+            "--password-stdin",
+            "--certs-dir",
+        ])
+        .arg(&certs)
+        .arg("--config")
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Login Succeeded") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+    let good = ClientOptions {
+        config_dir: cfg.clone(),
+        ..o.clone()
+    };
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &Client::new(good.clone()),
+            &src,
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pushed.uploaded, 2);
+
+    // With loopback treated like any host, TLS is verified: the certs.d CA makes it pass,
+    // and without it the connection is refused.
+    let (fresh, _fd) = empty_store();
+    let strict = |certs_dir: PathBuf| ClientOptions {
+        config_dir: cfg.clone(),
+        certs_dir,
+        loopback_insecure: false,
+        ..opts()
+    };
+    let repo = Repo {
+        registry: host.clone(),
+        name: "wcb/nano".into(),
+    };
+    let err = rt
+        .block_on(Client::new(strict(work.join("none"))).get_manifest(&repo, "ltsc2019"))
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Transport { .. }), "{err}");
+    rt.block_on(Client::new(strict(certs.clone())).get_manifest(&repo, "ltsc2019"))
+        .unwrap();
+    let pulled = rt
+        .block_on(pull(
+            &fresh,
+            &Client::new(good),
+            &dest,
+            &PullOptions {
+                platform: Some(Platform::parse("windows/amd64").unwrap()),
+                ..Default::default()
+            },
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pulled.digest, pushed.digest);
+
+    // logout removes them.
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .args(["logout", &host, "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.join("config.json")).unwrap()).unwrap();
+    assert!(v["auths"].get(&host).is_none(), "{v}");
+}
+
+struct TokenServer {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TokenServer {
+    fn requests(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// A registry with token auth; the token server's JWTs live `jwt_lifetime` seconds but it
+/// tells clients `advertised` seconds.
+fn token_registry(jwt_lifetime: i32, advertised: u32) -> (Registry, TokenServer) {
+    let work = tempdir("token");
+    openssl_cert(&work, "token", "wcbuild-token-issuer");
+    let tport = free_port();
+    let log = work.join("tokens.log");
+    let child = Command::new("/usr/bin/python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/registry/token_server.py"))
+        .arg(tport.to_string())
+        .arg(work.join("token.crt"))
+        .arg(work.join("token.key"))
+        .args(["wcbuild-registry", "wcbuild-token-issuer"])
+        .arg(jwt_lifetime.to_string())
+        .arg(advertised.to_string())
+        .arg(&log)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with python3-cryptography");
+    wait_port(tport);
+    let extra = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: wcbuild-registry\n    issuer: wcbuild-token-issuer\n    rootcertbundle: {}",
+        work.join("token.crt").display()
+    );
+    (Registry::start(&extra), TokenServer { child, log })
+}
+
+fn with_creds(host: &str, user: &str, secret: &str) -> ClientOptions {
+    ClientOptions {
+        credentials: Some((
+            host.to_string(),
+            Credentials {
+                username: user.into(),
+                secret: secret.into(),
+            },
+        )),
+        ..opts()
+    }
+}
+
+#[test]
+fn token_auth_push_pull_and_mount_between_repositories() {
+    let (reg, tokens) = token_registry(300, 300);
+    let host = reg.host();
+    let (store, _d) = fixture_store();
+    let rt = rt();
+    let src = format!("{NANO}:ltsc2022");
+    // Anonymous push is denied.
+    let err = rt
+        .block_on(push(
+            &store,
+            &Client::new(opts()),
+            &src,
+            Some(&format!("{host}/wcb/a:1")),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransferError::Registry(RegistryError::Unauthorized { .. })
+        ),
+        "{err}"
+    );
+    // With credentials it works.
+    let client = Client::new(with_creds(&host, "wcb", "s3cret"));
+    let first = rt
+        .block_on(push(
+            &store,
+            &client,
+            &src,
+            Some(&format!("{host}/wcb/a:1")),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(first.uploaded, 2);
+    // Into another repository: both blobs are mounted, with a token for both scopes.
+    let mut events = Vec::new();
+    let second = rt
+        .block_on(push(
+            &store,
+            &client,
+            &src,
+            Some(&format!("{host}/wcb/b:1")),
+            &PushOptions::default(),
+            &mut |e: Event| events.push(e),
+        ))
+        .unwrap();
+    assert_eq!((second.uploaded, second.mounted), (0, 2));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(
+                e,
+                Event::Transfer {
+                    state: TransferState::Mounted,
+                    ..
+                }
+            ))
+            .count(),
+        2
+    );
+    assert!(
+        tokens.requests().iter().any(|r| {
+            let s = r["scopes"].to_string();
+            s.contains("repository:wcb/b:pull,push") && s.contains("repository:wcb/a:pull")
+        }),
+        "{:?}",
+        tokens.requests()
+    );
+    assert!(reg.log().contains("mount"), "the registry logged no mount");
+    // Anonymous pull is allowed; an identity token (OAuth2 POST) works too.
+    let (fresh, _fd) = empty_store();
+    let p = rt
+        .block_on(pull(
+            &fresh,
+            &Client::new(opts()),
+            &format!("{host}/wcb/b:1"),
+            &PullOptions {
+                platform: Some(Platform::parse("windows/amd64").unwrap()),
+                ..Default::default()
+            },
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(p.digest, first.digest);
+    let refresh = Client::new(with_creds(&host, "<token>", "refresh-s3cret"));
+    rt.block_on(push(
+        &store,
+        &refresh,
+        &format!("{NANO}:ltsc2019"),
+        Some(&format!("{host}/wcb/c:1")),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r["grant"] == "refresh_token")
+    );
+}
+
+#[test]
+fn token_expiring_mid_push_is_renewed() {
+    // distribution accepts tokens up to 60 s past their `exp` (clock-skew leeway), so a JWT
+    // that expired 57 s ago is honoured for 3 s more; clients are told 300 s.
+    let (reg, tokens) = token_registry(-57, 300);
+    let host = reg.host();
+    let (store, _d) = fixture_store();
+    let rt = rt();
+    let client = Client::new(with_creds(&host, "wcb", "s3cret"));
+    let dest = format!("{host}/wcb/e:1");
+    rt.block_on(push(
+        &store,
+        &client,
+        &format!("{NANO}:ltsc2019"),
+        Some(&dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let before = tokens.requests().len();
+    std::thread::sleep(Duration::from_millis(3600));
+    // Same client, cached token now refused by the registry: a 401, a new token, success.
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &client,
+            &format!("{NANO}:ltsc2025"),
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pushed.uploaded, 2);
+    assert!(tokens.requests().len() > before, "no token was renewed");
+}
+
+// ---- A fault-injecting proxy ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Flip one byte of blob bodies.
+    CorruptBlob,
+    /// Cut the first large blob body off half way (once).
+    DropMidBlob,
+    /// Answer 429 with Retry-After: 1 to the first two blob requests.
+    TooMany,
+    /// Send a wrong Docker-Content-Digest with manifests.
+    WrongDigest,
+    /// Send a 5 MiB manifest.
+    HugeManifest,
+    /// Redirect blob requests to themselves forever.
+    RedirectLoop,
+    /// Stream blob bodies from the registry slowly (2 ms per piece).
+    Slow,
+}
+
+struct Proxy {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let seen2 = seen.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (http, seen, count) = (http.clone(), seen2.clone(), count.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (http, seen, count) = (http.clone(), seen.clone(), count.clone());
+                        async move {
+                            let full = |status: u16, hdrs: Vec<(String, String)>, b: Vec<u8>| {
+                                let mut r = hyper::Response::builder().status(status);
+                                for (k, v) in hdrs {
+                                    r = r.header(k, v);
+                                }
+                                r.body(
+                                    Full::new(Bytes::from(b))
+                                        .map_err(|e: Infallible| match e {})
+                                        .boxed(),
+                                )
+                                .unwrap()
+                            };
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let is_blob = path.contains("/blobs/sha256:")
+                                && req.method() == hyper::Method::GET;
+                            let is_manifest =
+                                path.contains("/manifests/") && req.method() == hyper::Method::GET;
+                            let range = req
+                                .headers()
+                                .get("range")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            seen.lock().unwrap().push(format!(
+                                "{} {} {}",
+                                req.method(),
+                                path,
+                                range.clone().unwrap_or_default()
+                            ));
+                            if is_blob
+                                && fault == Fault::TooMany
+                                && count.fetch_add(1, Ordering::SeqCst) < 2
+                            {
+                                return Ok::<hyper::Response<Body>, Infallible>(full(
+                                    429,
+                                    vec![("Retry-After".into(), "1".into())],
+                                    vec![],
+                                ));
+                            }
+                            if is_blob && fault == Fault::RedirectLoop {
+                                return Ok(full(
+                                    307,
+                                    vec![(
+                                        "Location".into(),
+                                        format!("http://127.0.0.1:{port}{path}"),
+                                    )],
+                                    vec![],
+                                ));
+                            }
+                            let method =
+                                reqwest::Method::from_bytes(req.method().as_str().as_bytes())
+                                    .unwrap();
+                            let mut rb =
+                                http.request(method, format!("http://127.0.0.1:{upstream}{path}"));
+                            for (k, v) in req.headers() {
+                                if k != "host" {
+                                    rb = rb.header(k.as_str(), v.as_bytes());
+                                }
+                            }
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let resp = match rb.body(body.to_vec()).send().await {
+                                Ok(r) => r,
+                                Err(_) => return Ok(full(502, vec![], b"upstream down".to_vec())),
+                            };
+                            let status = resp.status().as_u16();
+                            if is_blob && fault == Fault::Slow && status < 300 {
+                                use futures_util::StreamExt as _;
+                                let mut r = hyper::Response::builder().status(status);
+                                for (k, v) in resp.headers() {
+                                    if k != "transfer-encoding" {
+                                        r = r.header(k.as_str(), v.as_bytes());
+                                    }
+                                }
+                                let s = resp.bytes_stream().then(|item| async move {
+                                    tokio::time::sleep(Duration::from_millis(1)).await;
+                                    item.map(Frame::data).map_err(std::io::Error::other)
+                                });
+                                return Ok(r.body(BodyExt::boxed(StreamBody::new(s))).unwrap());
+                            }
+                            let mut hdrs: Vec<(String, String)> = resp
+                                .headers()
+                                .iter()
+                                .filter(|(k, _)| {
+                                    *k != "content-length" && *k != "transfer-encoding"
+                                })
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                                .collect();
+                            let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
+                            if is_manifest && fault == Fault::WrongDigest {
+                                hdrs.retain(|(k, _)| k != "docker-content-digest");
+                                hdrs.push((
+                                    "Docker-Content-Digest".into(),
+                                    format!("sha256:{}", "0".repeat(64)),
+                                ));
+                            }
+                            if is_manifest && fault == Fault::HugeManifest {
+                                bytes = vec![b' '; 5 << 20];
+                            }
+                            if is_blob
+                                && status < 300
+                                && fault == Fault::CorruptBlob
+                                && !bytes.is_empty()
+                            {
+                                let i = bytes.len() / 2;
+                                bytes[i] ^= 0x40;
+                            }
+                            if is_blob
+                                && status == 200
+                                && fault == Fault::DropMidBlob
+                                && bytes.len() > 100_000
+                                && count.fetch_add(1, Ordering::SeqCst) == 0
+                            {
+                                // Announce the whole length, send half, then break the connection.
+                                hdrs.push(("Content-Length".into(), bytes.len().to_string()));
+                                let half = Bytes::from(bytes[..bytes.len() / 2].to_vec());
+                                let items: Vec<Result<Frame<Bytes>, std::io::Error>> =
+                                    vec![Ok(Frame::data(half)), Err(std::io::Error::other("cut"))];
+                                let mut r = hyper::Response::builder().status(200);
+                                for (k, v) in hdrs {
+                                    r = r.header(k, v);
+                                }
+                                return Ok(r
+                                    .body(
+                                        StreamBody::new(futures_util::stream::iter(items)).boxed(),
+                                    )
+                                    .unwrap());
+                            }
+                            Ok(full(status, hdrs, bytes))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Proxy {
+        port,
+        seen,
+        _rt: rt,
+    }
+}
+
+/// Pushes a 3 MB random image straight to the registry, then pulls it through a proxy that
+/// injects `fault`, into an empty store.
+fn pull_through(
+    fault: Fault,
+) -> (
+    Result<wcbuild::ops::registry::Pulled, TransferError>,
+    PathBuf,
+    Proxy,
+    String,
+    Registry,
+) {
+    let reg = Registry::start("");
+    let (store, _d) = empty_store();
+    let md = random_image(&store, "local/r:1", 3_000_000, 11);
+    let client = Client::new(opts());
+    let rt = rt();
+    rt.block_on(push(
+        &store,
+        &client,
+        "local/r:1",
+        Some(&format!("{}/wcb/r:1", reg.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let proxy = start_proxy(reg.port, fault);
+    let (fresh, fresh_dir) = empty_store();
+    let res = rt.block_on(pull(
+        &fresh,
+        &Client::new(opts()),
+        &format!("127.0.0.1:{}/wcb/r:1", proxy.port),
+        &PullOptions::default(),
+        &mut Silent,
+    ));
+    (res, fresh_dir, proxy, md, reg)
+}
+
+#[test]
+fn a_corrupted_byte_is_refused_and_nothing_is_stored() {
+    let (res, dir, _p, _md, _r) = pull_through(Fault::CorruptBlob);
+    let err = res.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransferError::Registry(RegistryError::DigestMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert!(blob_names(&dir).iter().all(|b| {
+        let bytes = std::fs::read(dir.join("blobs/sha256").join(b)).unwrap();
+        sha256_hex(&bytes) == *b
+    }));
+    assert!(ingest_is_empty(&dir), "a partial blob was left in ingest/");
+    assert!(
+        Store::open(&dir)
+            .unwrap()
+            .lookup("127.0.0.1/wcb/r:1")
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_dropped_download_resumes_with_range() {
+    let (res, dir, proxy, md, _r) = pull_through(Fault::DropMidBlob);
+    let pulled = res.unwrap();
+    assert_eq!(pulled.digest, md);
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|l| l.contains("bytes=1500000-")),
+        "no ranged request: {seen:?}"
+    );
+    assert!(ingest_is_empty(&dir));
+}
+
+#[test]
+fn too_many_requests_waits_for_retry_after() {
+    let t = Instant::now();
+    let (res, _dir, _p, md, _r) = pull_through(Fault::TooMany);
+    assert_eq!(res.unwrap().digest, md);
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "Retry-After was not honoured"
+    );
+}
+
+#[test]
+fn a_wrong_content_digest_header_is_refused() {
+    let (res, _dir, _p, _md, _r) = pull_through(Fault::WrongDigest);
+    let err = res.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransferError::Registry(RegistryError::WrongHeaderDigest { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_oversized_manifest_is_refused() {
+    let (res, _dir, _p, _md, _r) = pull_through(Fault::HugeManifest);
+    let err = res.unwrap_err();
+    assert!(
+        matches!(err, TransferError::Registry(RegistryError::TooLarge { .. })),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_redirect_loop_ends_in_an_error() {
+    let (res, dir, _p, _md, _r) = pull_through(Fault::RedirectLoop);
+    let err = res.unwrap_err();
+    assert!(
+        format!("{err:?}").to_lowercase().contains("redirect"),
+        "{err:?}"
+    );
+    assert!(ingest_is_empty(&dir));
+}
+
+#[test]
+fn a_registry_restarted_mid_pull() {
+    let mut reg = Registry::start("");
+    let (store, _d) = empty_store();
+    random_image(&store, "local/big:1", 32_000_000, 3);
+    let rt = rt();
+    let client = Client::new(opts());
+    let host = reg.host();
+    rt.block_on(push(
+        &store,
+        &client,
+        "local/big:1",
+        Some(&format!("{host}/wcb/big:1")),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    // Pull through a proxy that streams slowly; stop the registry 200 ms into the layer
+    // download, restart it 700 ms later.
+    let proxy = start_proxy(reg.port, Fault::Slow);
+    let (fresh, fresh_dir) = empty_store();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s2 = started.clone();
+    let (dir, port) = (reg.dir.clone(), reg.port);
+    let pid = reg.child.as_ref().unwrap().id();
+    let killer = std::thread::spawn(move || {
+        while s2.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        std::thread::sleep(Duration::from_millis(700));
+        Registry::start_in(dir, port, "")
+    });
+    let mut on_event = |e: Event| {
+        if let Event::Transfer {
+            kind: "layer",
+            state: TransferState::Progress | TransferState::Started,
+            ..
+        } = e
+        {
+            started.store(1, Ordering::SeqCst);
+        }
+    };
+    let slow = ClientOptions {
+        retry_base: Duration::from_millis(300),
+        ..opts()
+    };
+    let via = format!("127.0.0.1:{}/wcb/big:1", proxy.port);
+    let res = rt.block_on(pull(
+        &fresh,
+        &Client::new(slow),
+        &via,
+        &PullOptions::default(),
+        &mut on_event,
+    ));
+    let mut restarted = killer.join().unwrap();
+    reg.child.take();
+    let pulled = res.expect("the pull survives a registry restart");
+    assert!(pulled.downloaded_bytes >= 10_000_000);
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|l| l.contains("bytes=")),
+        "the download never resumed: {seen:?}"
+    );
+    assert!(ingest_is_empty(&fresh_dir));
+    // And with the registry gone for good: a clean failure, no partial blob.
+    restarted.stop();
+    let (empty, empty_dir) = empty_store();
+    let quick = ClientOptions {
+        retries: 2,
+        retry_base: Duration::from_millis(20),
+        ..opts()
+    };
+    let err = rt
+        .block_on(pull(
+            &empty,
+            &Client::new(quick),
+            &format!("{host}/wcb/big:1"),
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    assert!(ingest_is_empty(&empty_dir) && blob_names(&empty_dir).is_empty());
+}
+
+#[test]
+fn tags_and_referrers_fallback() {
+    let reg = Registry::start("");
+    let (store, _d) = fixture_store();
+    let client = Client::new(opts());
+    let rt = rt();
+    let host = reg.host();
+    for t in ["a", "b"] {
+        rt.block_on(push(
+            &store,
+            &client,
+            &format!("{NANO}:ltsc2019"),
+            Some(&format!("{host}/wcb/t:{t}")),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    }
+    let repo = Repo {
+        registry: host.clone(),
+        name: "wcb/t".into(),
+    };
+    let mut tags = rt.block_on(client.tags(&repo)).unwrap();
+    tags.sort();
+    assert_eq!(tags, ["a", "b"]);
+    // distribution 2.8 has no referrers API: the tag schema answers (nothing yet).
+    let d = store
+        .lookup(&format!("{NANO}:ltsc2019"))
+        .unwrap()
+        .unwrap()
+        .digest;
+    assert!(
+        rt.block_on(client.referrers(&repo, &d, None))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn cli_pull_and_push_print_digests() {
+    let reg = Registry::start("");
+    let (_store, dir) = fixture_store();
+    let host = reg.host();
+    let run = |root: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(
+        &dir,
+        &[
+            "push",
+            &format!("{NANO}:multi"),
+            &format!("{host}/wcb/cli:1"),
+            "--progress",
+            "plain",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("push layer") && err.contains("pushed"),
+        "{err}"
+    );
+    let digest = out.trim().to_string();
+    let (fresh_store, fresh) = empty_store();
+    drop(fresh_store);
+    let (code, out, err) = run(
+        &fresh,
+        &[
+            "pull",
+            &format!("{host}/wcb/cli:1"),
+            "--platform",
+            "windows/amd64:ltsc2025",
+            "-q",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.trim().starts_with("sha256:") && out.trim() != digest);
+    let (code, _out, err) = run(&fresh, &["pull", &format!("{host}/wcb/cli:1")]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("10.0.20348") && err.contains("--platform"),
+        "{err}"
+    );
+}
