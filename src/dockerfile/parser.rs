@@ -60,6 +60,9 @@ pub struct Directives {
     /// `# check=` as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// The line `# check=` is on (0 when there is none).
+    #[serde(skip)]
+    pub check_line: usize,
 }
 
 /// One heredoc attached to an instruction.
@@ -176,7 +179,7 @@ impl DirectiveParser {
             })
             .count();
         let after = rest[key_len..].trim_start_matches(is_re_space);
-        let value = after.strip_prefix('=').map(|v| v.trim_matches(is_re_space));
+        let value = after.strip_prefix('=').map(directive_value);
         let (key, value) = match value {
             Some(v) if key_len > 0 && !v.is_empty() && !v.contains('\n') => (&rest[..key_len], v),
             _ => {
@@ -195,6 +198,18 @@ impl DirectiveParser {
         self.seen.push(key.clone());
         Ok(Some(Directive { name: key, value }))
     }
+}
+
+/// The value part of `\s*(.+?)\s*$` after a directive's `=`: trimmed of blanks, except that
+/// a value made only of blanks is its last blank (the lazy group must take one character), so
+/// `# escape= ` sets the escape to a space, which is then rejected.
+fn directive_value(after_eq: &str) -> &str {
+    let trimmed = after_eq.trim_matches(is_re_space);
+    if !trimmed.is_empty() || after_eq.is_empty() {
+        return trimmed;
+    }
+    let last = after_eq.chars().next_back().map_or(0, char::len_utf8);
+    &after_eq[after_eq.len() - last..]
 }
 
 /// `\s` in Go's regular expressions.
@@ -246,6 +261,7 @@ struct Parser<'a> {
     directives: DirectiveParser,
     syntax: Option<String>,
     check: Option<String>,
+    check_line: usize,
 }
 
 fn trim_newline(s: &str) -> &str {
@@ -274,6 +290,7 @@ impl<'a> Parser<'a> {
             },
             syntax: None,
             check: None,
+            check_line: 0,
         }
     }
 
@@ -347,7 +364,10 @@ impl<'a> Parser<'a> {
                         self.escape = d.value.chars().next().unwrap_or('\\');
                     }
                     "syntax" => self.syntax = Some(d.value.to_string()),
-                    _ => self.check = Some(d.value.to_string()),
+                    _ => {
+                        self.check = Some(d.value.to_string());
+                        self.check_line = number;
+                    }
                 }
                 return Ok(String::new());
             }
@@ -476,6 +496,7 @@ impl<'a> Parser<'a> {
                 escape: self.escape,
                 syntax: self.syntax,
                 check: self.check,
+                check_line: self.check_line,
             },
             instructions,
             warnings,
@@ -1057,6 +1078,20 @@ mod tests {
         assert!(e.message.starts_with("ENV must have two arguments"), "{e}");
         let e = parse(b"FROM x\nCMD [\"a\", [\"b\"]]\n", "Dockerfile").unwrap_err();
         assert!(e.message.contains("strings only"), "{e}");
+    }
+
+    #[test]
+    fn directive_values_made_of_blanks() {
+        assert_eq!(directive_value(" x "), "x");
+        assert_eq!(directive_value(" "), " ");
+        assert_eq!(directive_value(" \t"), "\t");
+        assert_eq!(directive_value(""), "");
+        let e = parse(b"# escape= \nFROM x\n", "Dockerfile").unwrap_err();
+        assert!(e.message.starts_with("invalid escape token ' '"), "{e}");
+        // No value at all is a comment.
+        assert_eq!(p("# escape=\nFROM x\n").directives.escape, '\\');
+        let d = p("# check=error=true\nFROM x\n");
+        assert_eq!(d.directives.check_line, 1);
     }
 
     #[test]
