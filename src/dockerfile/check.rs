@@ -5,7 +5,9 @@
 
 use super::error::{Diagnostic, Location, ParseError, Severity, go_quote, suggest};
 use super::lexer::{Lexer, NoEnv};
-use super::parser::{Dockerfile, Heredoc, INSTRUCTIONS, Instruction, parse_heredoc};
+use super::parser::{
+    Dockerfile, Heredoc, INSTRUCTIONS, Instruction, find_directive, parse_heredoc,
+};
 
 /// A `KEY=value` pair of `ENV` or `LABEL`, unexpanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1602,11 +1604,12 @@ pub fn check(df: &Dockerfile) -> Checked {
             },
         });
     };
-    let lint = match df.directives.check.as_deref().map(LintConfig::parse) {
+    // BuildKit's linter finds `# check=` on its own (see `find_directive`).
+    let directive = find_directive(&df.lines, "check");
+    let lint = match directive.map(|(v, line)| (LintConfig::parse(&v), line)) {
         None => LintConfig::default(),
-        Some(Ok(cfg)) => cfg,
-        Some(Err(m)) => {
-            let line = df.directives.check_line;
+        Some((Ok(cfg), _)) => cfg,
+        Some((Err(m), line)) => {
             let text = df
                 .lines
                 .get(line.wrapping_sub(1))

@@ -60,9 +60,6 @@ pub struct Directives {
     /// `# check=` as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
-    /// The line `# check=` is on (0 when there is none).
-    #[serde(skip)]
-    pub check_line: usize,
 }
 
 /// One heredoc attached to an instruction.
@@ -200,6 +197,27 @@ impl DirectiveParser {
     }
 }
 
+/// A directive as BuildKit's frontend looks one up for its own use (`# check=` for the
+/// linter): after a `#!` first line, over the lines as they are (an indented `# key=` ends
+/// the search), stopping at a repeated directive. Returns the value and its 1-based line.
+pub fn find_directive(lines: &[String], key: &str) -> Option<(String, usize)> {
+    let skip = usize::from(lines.first().is_some_and(|l| l.starts_with("#!")));
+    let mut parser = DirectiveParser {
+        done: false,
+        seen: Vec::new(),
+    };
+    for (i, line) in lines.iter().enumerate().skip(skip) {
+        match parser.parse_line(line) {
+            Ok(Some(d)) if d.name == key => return Some((d.value.to_string(), i + 1)),
+            Ok(Some(_)) => {}
+            Ok(None) if parser.done => return None,
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// The value part of `\s*(.+?)\s*$` after a directive's `=`: trimmed of blanks, except that
 /// a value made only of blanks is its last blank (the lazy group must take one character), so
 /// `# escape= ` sets the escape to a space, which is then rejected.
@@ -261,7 +279,6 @@ struct Parser<'a> {
     directives: DirectiveParser,
     syntax: Option<String>,
     check: Option<String>,
-    check_line: usize,
 }
 
 fn trim_newline(s: &str) -> &str {
@@ -290,7 +307,6 @@ impl<'a> Parser<'a> {
             },
             syntax: None,
             check: None,
-            check_line: 0,
         }
     }
 
@@ -364,10 +380,7 @@ impl<'a> Parser<'a> {
                         self.escape = d.value.chars().next().unwrap_or('\\');
                     }
                     "syntax" => self.syntax = Some(d.value.to_string()),
-                    _ => {
-                        self.check = Some(d.value.to_string());
-                        self.check_line = number;
-                    }
+                    _ => self.check = Some(d.value.to_string()),
                 }
                 return Ok(String::new());
             }
@@ -496,7 +509,6 @@ impl<'a> Parser<'a> {
                 escape: self.escape,
                 syntax: self.syntax,
                 check: self.check,
-                check_line: self.check_line,
             },
             instructions,
             warnings,
@@ -1090,8 +1102,22 @@ mod tests {
         assert!(e.message.starts_with("invalid escape token ' '"), "{e}");
         // No value at all is a comment.
         assert_eq!(p("# escape=\nFROM x\n").directives.escape, '\\');
-        let d = p("# check=error=true\nFROM x\n");
-        assert_eq!(d.directives.check_line, 1);
+        let lines = |s: &str| s.lines().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            find_directive(
+                &lines("#!/bin/x\n# escape=`\n# check=error=true\nFROM x"),
+                "check"
+            ),
+            Some(("error=true".to_string(), 3))
+        );
+        assert_eq!(
+            find_directive(&lines("  # check=error=true\nFROM x"), "check"),
+            None
+        );
+        assert_eq!(
+            find_directive(&lines("# x=1\n# check=error=true"), "check"),
+            None
+        );
     }
 
     #[test]
