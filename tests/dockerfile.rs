@@ -400,8 +400,22 @@ fn cli_check_reports_every_problem() {
         err.contains("-:3:15: invalid network mode \"bridge\""),
         "{err}"
     );
-    assert!(err.contains("-:4:11: Duplicate stage name \"x\""), "{err}");
-    assert!(err.contains("3 errors, 0 warnings"), "{err}");
+    // A duplicate stage name is only a lint (BuildKit's DuplicateStageName)...
+    assert!(
+        err.contains("warning: -:4:11: Duplicate stage name \"x\""),
+        "{err}"
+    );
+    assert!(err.contains("2 errors, 1 warning"), "{err}");
+    // ...an error with `# check=error=true`.
+    let (code, _, err) = wcbuild(
+        &["dockerfile", "check", "-f", "-"],
+        Some("# check=error=true\nFROM a AS x\nFROM b AS x\n"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error: -:3:11: Duplicate stage name \"x\""),
+        "{err}"
+    );
     let (code, _, err) = wcbuild(
         &["dockerfile", "check", "-f", "-"],
         Some("FROM a\nRUN true\n"),

@@ -3,9 +3,11 @@
 //! into a typed [`Command`] the planner builds from, and collects every problem with its
 //! place in the file (BuildKit stops at the first; `wcbuild dockerfile check` lists them all).
 
-use super::error::{Diagnostic, Location, ParseError, Severity, suggest};
+use super::error::{Diagnostic, Location, ParseError, Severity, go_quote, suggest};
 use super::lexer::{Lexer, NoEnv};
-use super::parser::{Dockerfile, Heredoc, INSTRUCTIONS, Instruction, parse_heredoc};
+use super::parser::{
+    Dockerfile, Heredoc, INSTRUCTIONS, Instruction, find_directive, parse_heredoc,
+};
 
 /// A `KEY=value` pair of `ENV` or `LABEL`, unexpanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -450,12 +452,178 @@ fn copy_spec(inst: &Instruction, add: bool) -> Result<CopySpec, Problem> {
     {
         check_chmod(chmod)?;
     }
-    if let Some(sum) = &spec.checksum
-        && !sum.contains('$')
-    {
-        check_checksum(sum)?;
+    if let Some(sum) = &spec.checksum {
+        check_checksum_sources(&spec).map_err(|m| problem(m, Some(sum)))?;
+        if !sum.contains('$') {
+            check_checksum(sum)?;
+        }
     }
     Ok(spec)
+}
+
+/// A word as the lexer reads it without variables: quotes and escapes removed.
+fn unquote(word: &str) -> String {
+    Lexer::new('\\')
+        .process_word(word, &NoEnv)
+        .map(|p| p.result)
+        .unwrap_or_else(|_| word.to_string())
+}
+
+/// `ADD --checksum` needs exactly one source, an HTTP(S) URL or a Git repository. Sources that
+/// still hold a `$` reference are judged after expansion, by the planner.
+pub fn check_checksum_sources(spec: &CopySpec) -> Result<(), String> {
+    if spec.sources.len() != 1 {
+        return Err("checksum can't be specified for multiple sources".into());
+    }
+    let src = &spec.sources[0];
+    if !src.contains('$') && !is_remote_source(src) {
+        return Err(format!(
+            "checksum requires HTTP(S) or Git sources (`{src}` is a local path)"
+        ));
+    }
+    Ok(())
+}
+
+/// An `ADD` source BuildKit fetches itself: an `http(s)://` URL or a Git repository
+/// (`git://`, `ssh://`, `git@host:path`, `github.com/…`).
+pub fn is_remote_source(src: &str) -> bool {
+    if src.starts_with("http://") || src.starts_with("https://") || src.starts_with("github.com/") {
+        return true;
+    }
+    if let Some((proto, _)) = src.split_once("://")
+        && !proto.is_empty()
+        && proto.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return matches!(
+            proto.to_ascii_lowercase().as_str(),
+            "git" | "ssh" | "http" | "https"
+        ) && (proto.eq_ignore_ascii_case("git")
+            || proto.eq_ignore_ascii_case("ssh")
+            || src
+                .split(['#', '?'])
+                .next()
+                .is_some_and(|u| u.ends_with(".git")));
+    }
+    // scp-like `user@host:path`: ^[a-zA-Z0-9-_]+@[a-zA-Z0-9-.]+:
+    let Some((user, rest)) = src.split_once('@') else {
+        return false;
+    };
+    let Some((host, _)) = rest.split_once(':') else {
+        return false;
+    };
+    !user.is_empty()
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// `STOPSIGNAL`: a signal number (not 0) or a Linux signal name, `SIG` optional, any case.
+pub fn check_stop_signal(sig: &str) -> Result<(), String> {
+    let invalid = || format!("invalid signal: {sig}");
+    let digits = sig.strip_prefix(['+', '-']).unwrap_or(sig);
+    if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+        return match sig.parse::<i64>() {
+            Ok(0) => Err(invalid()),
+            Ok(_) => Ok(()),
+            Err(_) => Err(invalid()),
+        };
+    }
+    let upper = sig.to_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    const NAMES: [&str; 34] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    ];
+    let realtime = name == "RTMIN"
+        || name == "RTMAX"
+        || (1..=15).any(|k| name == format!("RTMIN+{k}"))
+        || (1..=14).any(|k| name == format!("RTMAX-{k}"));
+    if NAMES.contains(&name) || realtime {
+        return Ok(());
+    }
+    Err(invalid())
+}
+
+/// One `EXPOSE` word after expansion, as BuildKit reads a port spec
+/// (`[[ip:]host:]port[-end][/proto]`).
+pub fn check_expose_port(raw: &str) -> Result<(), String> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let n = parts.len();
+    let (ip, host, container) = match n {
+        1 => (String::new(), "", parts[0]),
+        2 => (String::new(), parts[0], parts[1]),
+        _ => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
+    };
+    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
+    if port.is_empty() {
+        return Err(format!(
+            "invalid port: {}: no port specified",
+            go_quote(raw)
+        ));
+    }
+    if !matches!(proto.to_lowercase().as_str(), "" | "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "invalid port: {}: invalid proto: {proto}",
+            go_quote(raw)
+        ));
+    }
+    if !ip.is_empty() {
+        let bare = match ip.strip_prefix('[') {
+            Some(r) => r.strip_suffix(']').unwrap_or(r),
+            None => &ip,
+        };
+        if bare.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("invalid IP address: {ip}"));
+        }
+    }
+    let (start, end) = port_range(port).map_err(|()| format!("invalid containerPort: {port}"))?;
+    if !host.is_empty() {
+        let (hs, he) = port_range(host).map_err(|()| format!("invalid hostPort: {host}"))?;
+        if end - start != he - hs && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `8000` or `8000-9000`, each 0–65535, the range not reversed.
+fn port_range(s: &str) -> Result<(i64, i64), ()> {
+    let number = |p: &str| -> Result<i64, ()> {
+        let digits = p.strip_prefix(['+', '-']).unwrap_or(p);
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(());
+        }
+        p.parse::<i64>()
+            .ok()
+            .filter(|n| (0..=65535).contains(n))
+            .ok_or(())
+    };
+    if s.is_empty() {
+        return Err(());
+    }
+    let (start, end) = match s.split_once('-') {
+        Some((a, b)) => (a, Some(b)),
+        None => (s, None),
+    };
+    let first = number(start)?;
+    match end {
+        None => Ok((first, first)),
+        Some(e) if e == start => Ok((first, first)),
+        Some(e) => {
+            let last = number(e)?;
+            if last < first {
+                return Err(());
+            }
+            Ok((first, last))
+        }
+    }
 }
 
 /// `--chmod`: octal (`755`, `0644`) or symbolic (`u=rwX,go=rX`, `+x`).
@@ -605,7 +773,7 @@ fn healthcheck(inst: &Instruction) -> Result<Healthcheck, Problem> {
         if !args.is_empty() {
             return Err(problem("HEALTHCHECK NONE takes no arguments", None));
         }
-        no_flags(inst)?;
+        // BuildKit never reads flags on `HEALTHCHECK NONE`.
         return Ok(Healthcheck {
             test: vec!["NONE".into()],
             interval: 0,
@@ -919,7 +1087,58 @@ pub fn parse_mount(value: &str) -> Result<Mount, Problem> {
             Some("sharing"),
         ));
     }
+    let target = m
+        .options
+        .iter()
+        .rev()
+        .find(|(k, _)| matches!(k.as_str(), "target" | "dst" | "destination"));
+    if let Some((key, value)) = target
+        && value == "/"
+        && !matches!(kind, MountType::Secret | MountType::Ssh)
+    {
+        return Err(problem(
+            "invalid mount target \"/\": a mount cannot replace the root filesystem",
+            Some(&format!("{key}=/")),
+        ));
+    }
     Ok(m)
+}
+
+/// Validates one `RUN --device` value (`name[,required[=bool]]` or `name=…`), as BuildKit reads
+/// it. The stable frontend then refuses devices; see [`check`].
+pub fn parse_device(value: &str) -> Result<(), String> {
+    let fields = csv_fields(value).map_err(|e| format!("failed to parse csv devices: {e}"))?;
+    let mut name = String::new();
+    for field in &fields {
+        let (key, val) = match field.split_once('=') {
+            Some((k, v)) => (k.to_lowercase(), Some(v)),
+            None => (field.to_lowercase(), None),
+        };
+        match (key.as_str(), val) {
+            ("required", None) => {}
+            (_, None) if name.is_empty() => name = field.clone(),
+            (_, None) => return Err(format!("invalid field '{field}' must be a key=value pair")),
+            ("name", Some(v)) => {
+                if !name.is_empty() {
+                    return Err(format!("device name already set to {name}"));
+                }
+                name = v.to_string();
+            }
+            ("required", Some(v)) => {
+                if parse_go_bool(v).is_none() {
+                    return Err(format!("invalid value for {key}: {v}"));
+                }
+            }
+            (_, Some(_)) if name.is_empty() => name = field.clone(),
+            (_, Some(_)) => {
+                let hint = suggest(&key, ["name", "required"], true)
+                    .map(|s| format!(" (did you mean {s}?)"))
+                    .unwrap_or_default();
+                return Err(format!("unexpected key '{key}' in '{field}'{hint}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mount_name(k: MountType) -> &'static str {
@@ -1011,7 +1230,11 @@ impl Command {
                     .add("mount", FlagKind::Strings)
                     .add("network", FlagKind::String)
                     .add("security", FlagKind::String)
+                    .add("device", FlagKind::Strings)
                     .parse("RUN")?;
+                for d in v.all("device") {
+                    parse_device(&d).map_err(|m| problem(m, Some(&d)))?;
+                }
                 let network = v.get("network").unwrap_or("default").to_string();
                 let mut mounts = Vec::new();
                 for m in v.all("mount") {
@@ -1067,6 +1290,14 @@ impl Command {
                     return Err(problem("EXPOSE requires at least one argument", None));
                 }
                 no_flags(inst)?;
+                for raw in inst.args.iter().filter(|a| !a.contains('$')) {
+                    let words = Lexer::new('\\')
+                        .process_words(raw, &NoEnv)
+                        .unwrap_or_default();
+                    for w in words {
+                        check_expose_port(&w).map_err(|m| problem(m, Some(raw)))?;
+                    }
+                }
                 Command::Expose(inst.args.clone())
             }
             "add" => Command::Add(copy_spec(inst, true)?),
@@ -1079,8 +1310,12 @@ impl Command {
                 let mut vols = Vec::new();
                 for v in &inst.args {
                     let v = v.trim();
-                    if v.is_empty() {
-                        return Err(problem("VOLUME specified can not be an empty string", None));
+                    // Shell-form words are expanded before use: `""` becomes empty.
+                    if v.is_empty() || (!inst.json && !v.contains('$') && unquote(v).is_empty()) {
+                        return Err(problem(
+                            "VOLUME specified can not be an empty string",
+                            Some(v).filter(|v| !v.is_empty()),
+                        ));
                     }
                     vols.push(v.to_string());
                 }
@@ -1100,7 +1335,7 @@ impl Command {
                 if inst.args.is_empty() {
                     return Err(problem("ARG requires at least one argument", None));
                 }
-                no_flags(inst)?;
+                // BuildKit never reads flags on ARG: `ARG --x=1 NAME` declares NAME.
                 let mut decls = Vec::new();
                 for a in &inst.args {
                     match a.split_once('=') {
@@ -1162,7 +1397,12 @@ impl Command {
                 Command::Onbuild(expr)
             }
             "stopsignal" => {
+                // BuildKit never reads flags on STOPSIGNAL.
                 let s = exactly_one(inst, "STOPSIGNAL")?;
+                if !s.contains('$') {
+                    let word = unquote(&s);
+                    check_stop_signal(&word).map_err(|m| problem(m, Some(&s)))?;
+                }
                 Command::StopSignal(s)
             }
             "healthcheck" => Command::Healthcheck(healthcheck(inst)?),
@@ -1238,6 +1478,81 @@ pub struct Checked {
     pub stages: Vec<StageInfo>,
     /// Everything wrong, in file order.
     pub diagnostics: Vec<Diagnostic>,
+    /// `COPY --from` and `RUN --mount=from=` naming a stage of this file.
+    pub stage_refs: Vec<StageRef>,
+}
+
+/// A `COPY --from` or `RUN --mount=from=` that names a stage of the Dockerfile.
+#[derive(Debug, Clone)]
+pub struct StageRef {
+    /// Index of the instruction.
+    pub instruction: usize,
+    /// The stage the instruction is in.
+    pub stage: usize,
+    /// The stage it reads from.
+    pub source: usize,
+    /// `--from` / `from=` as written.
+    pub written: String,
+    /// For a mount: its target as written.
+    pub mount_target: Option<String>,
+}
+
+/// `# check=` as BuildKit reads it: `skip=<rules|all>`, `error=<bool>`, `experimental=…`,
+/// separated by `;`. Only the text before the first space counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LintConfig {
+    /// `skip=all`.
+    pub skip_all: bool,
+    /// Rules named in `skip=`.
+    pub skip: Vec<String>,
+    /// `error=true`: lint warnings fail the build.
+    pub error: bool,
+}
+
+impl LintConfig {
+    /// Reads a `# check=` value; the message is BuildKit's.
+    pub fn parse(directive: &str) -> Result<LintConfig, String> {
+        let value = directive.split(' ').next().unwrap_or("").trim();
+        let mut cfg = LintConfig::default();
+        if value.is_empty() {
+            return Ok(cfg);
+        }
+        let list =
+            |v: &str| -> Vec<String> { v.split(',').map(|r| r.trim().to_string()).collect() };
+        for part in value.splitn(3, ';') {
+            let Some((k, v)) = part.split_once('=') else {
+                return Err(format!("invalid check option {}", go_quote(part)));
+            };
+            match k.trim() {
+                "skip" if v.trim() == "all" => cfg.skip_all = true,
+                "skip" => cfg.skip = list(v.trim()),
+                "experimental" => {}
+                "error" => {
+                    let b = v.trim();
+                    cfg.error = parse_go_bool(b).ok_or_else(|| {
+                        format!(
+                            "failed to parse check option {}: strconv.ParseBool: parsing {}: invalid syntax",
+                            go_quote(part),
+                            go_quote(b)
+                        )
+                    })?;
+                }
+                other => return Err(format!("invalid check option {}", go_quote(other))),
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// How a lint rule's finding is reported: `None` when the rule is skipped.
+    pub fn severity(&self, rule: &str) -> Option<Severity> {
+        if self.skip_all || self.skip.iter().any(|r| r == rule) {
+            None
+        } else if self.error {
+            Some(Severity::Error)
+        } else {
+            Some(Severity::Warning)
+        }
+    }
 }
 
 /// Where to point for a problem in `inst`.
@@ -1289,8 +1604,84 @@ pub fn check(df: &Dockerfile) -> Checked {
             },
         });
     };
+    // BuildKit's linter finds `# check=` on its own (see `find_directive`).
+    let directive = find_directive(&df.lines, "check");
+    let lint = match directive.map(|(v, line)| (LintConfig::parse(&v), line)) {
+        None => LintConfig::default(),
+        Some((Ok(cfg), _)) => cfg,
+        Some((Err(m), line)) => {
+            let text = df
+                .lines
+                .get(line.wrapping_sub(1))
+                .cloned()
+                .unwrap_or_default();
+            out.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                error: ParseError {
+                    location: Location {
+                        file: df.file.clone(),
+                        line,
+                        column: 1,
+                        width: text.chars().count().max(1),
+                        text,
+                    },
+                    message: format!("failed to parse check options: {m}"),
+                },
+            });
+            LintConfig::default()
+        }
+    };
+    // `RUN --device` needs a labs frontend (`# syntax=docker/dockerfile:1-labs`).
+    let labs = df
+        .directives
+        .syntax
+        .as_deref()
+        .is_some_and(|s| s.contains("labs"));
+    // (instruction, stage, --from as written, mount target)
+    let mut refs: Vec<(usize, usize, String, Option<String>)> = Vec::new();
+    let mut seen_from = false;
     for inst in &df.instructions {
+        seen_from |= inst.cmd == "from";
+        let ignored_flags = match inst.cmd.as_str() {
+            "arg" | "stopsignal" => true,
+            "healthcheck" => inst
+                .args
+                .first()
+                .is_some_and(|t| t.eq_ignore_ascii_case("none")),
+            _ => false,
+        };
+        if ignored_flags && !inst.flags.is_empty() {
+            let first = format!("--{}", inst.flags[0].trim_start_matches('-'));
+            let first = first.split('=').next().unwrap_or("").to_string();
+            diag(
+                &mut out,
+                inst,
+                Severity::Warning,
+                format!(
+                    "{} ignored: BuildKit does not read flags on {}",
+                    inst.flags.join(" "),
+                    if inst.cmd == "healthcheck" {
+                        "HEALTHCHECK NONE".to_string()
+                    } else {
+                        inst.cmd.to_uppercase()
+                    }
+                ),
+                Some(&first),
+            );
+        }
         let cmd = match Command::from_instruction(inst) {
+            Ok(_) if uses_devices(inst) && !labs => {
+                let near = inst.flags.iter().find(|f| f.starts_with("--device"));
+                let near = near.map(|f| f.split('=').next().unwrap_or(f).to_string());
+                diag(
+                    &mut out,
+                    inst,
+                    Severity::Error,
+                    "device feature is only supported in Dockerfile frontend 1.14.0-labs or later (add `# syntax=docker/dockerfile:1-labs`)".into(),
+                    near.as_deref(),
+                );
+                None
+            }
             Ok(c) => Some(c),
             Err(p) => {
                 diag(
@@ -1328,24 +1719,28 @@ pub fn check(df: &Dockerfile) -> Checked {
             }) => {
                 let index = out.stages.len();
                 if let Some(n) = name {
-                    if n == "scratch" || n == "context" {
-                        let written = inst.args.get(2).map(String::as_str);
+                    let written = inst.args.get(2).map(String::as_str);
+                    if (n == "scratch" || n == "context")
+                        && let Some(sev) = lint.severity("ReservedStageName")
+                    {
                         diag(
                             &mut out,
                             inst,
-                            Severity::Warning,
+                            sev,
                             format!(
                                 "Stage name should not use the same name as reserved stage {n:?}"
                             ),
                             written,
                         );
                     }
-                    if out.stages.iter().any(|s| s.name.as_deref() == Some(n)) {
-                        let written = inst.args.get(2).map(String::as_str);
+                    // A lint in BuildKit: the later stage of that name wins.
+                    if out.stages.iter().any(|s| s.name.as_deref() == Some(n))
+                        && let Some(sev) = lint.severity("DuplicateStageName")
+                    {
                         diag(
                             &mut out,
                             inst,
-                            Severity::Error,
+                            sev,
                             format!("Duplicate stage name {n:?}, stage names should be unique"),
                             written,
                         );
@@ -1362,7 +1757,8 @@ pub fn check(df: &Dockerfile) -> Checked {
             Some(Command::Arg(decls)) if out.stages.is_empty() => {
                 out.global_args.extend(decls.iter().cloned());
             }
-            _ if out.stages.is_empty() && inst.cmd != "from" => {
+            // A FROM that did not validate still opens a stage.
+            _ if !seen_from && inst.cmd != "from" => {
                 diag(
                     &mut out,
                     inst,
@@ -1373,33 +1769,25 @@ pub fn check(df: &Dockerfile) -> Checked {
                 );
             }
             Some(Command::Copy(spec)) => {
-                if let Some(from) = &spec.from {
-                    let current = out.stages.len() - 1;
-                    if let Ok(i) = from.parse::<i64>() {
-                        if i < 0 || i as usize >= out.stages.len() {
-                            let m = format!(
-                                "invalid stage index {i}: --from takes a stage name or the index of an earlier stage (0 to {})",
-                                out.stages.len() - 1
-                            );
-                            diag(&mut out, inst, Severity::Error, m, Some(from));
-                        } else if i as usize == current {
-                            let m = format!(
-                                "circular dependency detected on stage: {}",
-                                stage_label(&out.stages[current])
-                            );
-                            diag(&mut out, inst, Severity::Error, m, Some(from));
-                        }
-                    } else if out.stages[current].name.as_deref() == Some(&from.to_lowercase()) {
-                        diag(
-                            &mut out,
-                            inst,
-                            Severity::Error,
-                            format!(
-                                "circular dependency detected on stage: {}",
-                                from.to_lowercase()
-                            ),
-                            Some(from),
-                        );
+                if let (Some(from), Some(current)) = (&spec.from, out.stages.len().checked_sub(1)) {
+                    refs.push((out.commands.len(), current, from.clone(), None));
+                }
+            }
+            Some(Command::Run { mounts, .. }) if !out.stages.is_empty() => {
+                for m in mounts {
+                    let get = |k: &str| {
+                        m.options
+                            .iter()
+                            .rev()
+                            .find(|(n, _)| n == k)
+                            .map(|(_, v)| v.clone())
+                    };
+                    if let Some(from) = get("from").filter(|f| !f.is_empty()) {
+                        let target = get("target")
+                            .or_else(|| get("dst"))
+                            .or_else(|| get("destination"))
+                            .unwrap_or_default();
+                        refs.push((out.commands.len(), out.stages.len() - 1, from, Some(target)));
                     }
                 }
             }
@@ -1407,7 +1795,181 @@ pub fn check(df: &Dockerfile) -> Checked {
         }
         out.commands.push(cmd);
     }
+    resolve_stage_refs(df, &mut out, refs);
     out
+}
+
+/// A RUN with a `--device` flag (under ONBUILD it only matters in the child build).
+fn uses_devices(inst: &Instruction) -> bool {
+    inst.cmd == "run"
+        && inst
+            .flags
+            .iter()
+            .take_while(|f| *f != "--")
+            .any(|f| f == "--device" || f.starts_with("--device="))
+}
+
+/// Resolves `--from` names once every stage is known (a later stage of the same name wins, and
+/// an index may name any stage) and reports dependency cycles, as BuildKit does before it
+/// builds anything.
+fn resolve_stage_refs(
+    df: &Dockerfile,
+    out: &mut Checked,
+    refs: Vec<(usize, usize, String, Option<String>)>,
+) {
+    for (instruction, stage, written, mount_target) in refs {
+        let inst = &df.instructions[instruction];
+        let by_name = out
+            .stages
+            .iter()
+            .rposition(|s| s.name.as_deref() == Some(written.to_lowercase().as_str()));
+        let source = match written.parse::<i64>() {
+            Ok(i) if mount_target.is_none() => {
+                if i < 0 || i as usize >= out.stages.len() {
+                    let m = format!(
+                        "invalid stage index {i}: --from takes a stage name or a stage's index (0 to {})",
+                        out.stages.len() - 1
+                    );
+                    out.diagnostics.push(Diagnostic {
+                        severity: Severity::Error,
+                        error: ParseError {
+                            location: locate(df, inst, Some(&written)),
+                            message: m,
+                        },
+                    });
+                    continue;
+                }
+                i as usize
+            }
+            _ => match by_name {
+                Some(i) => i,
+                None => continue,
+            },
+        };
+        out.stage_refs.push(StageRef {
+            instruction,
+            stage,
+            source,
+            written,
+            mount_target,
+        });
+    }
+    // A cycle: named after the first stage (in file order) whose dependencies lead into one.
+    let n = out.stages.len();
+    for root in 0..n {
+        let mut path: Vec<usize> = Vec::new();
+        let mut first_ref: Option<usize> = None;
+        if let Some(r) = find_cycle(
+            &out.stage_refs,
+            root,
+            &mut path,
+            &mut vec![false; n],
+            &mut first_ref,
+        ) {
+            let r = &out.stage_refs[first_ref.unwrap_or(r)];
+            let inst = &df.instructions[r.instruction];
+            let message = format!(
+                "circular dependency detected on stage: {}",
+                stage_label(&out.stages[root])
+            );
+            let location = locate(df, inst, Some(&r.written));
+            out.diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                error: ParseError { location, message },
+            });
+            return;
+        }
+    }
+}
+
+/// Depth-first search over stage references from `stage`; the reference that closes a cycle.
+/// `first` is set to the reference the path started with.
+fn find_cycle(
+    refs: &[StageRef],
+    stage: usize,
+    path: &mut Vec<usize>,
+    visited: &mut Vec<bool>,
+    first: &mut Option<usize>,
+) -> Option<usize> {
+    if visited[stage] {
+        return None;
+    }
+    visited[stage] = true;
+    path.push(stage);
+    for (i, r) in refs.iter().enumerate().filter(|(_, r)| r.stage == stage) {
+        if path.len() == 1 {
+            *first = Some(i);
+        }
+        if path.contains(&r.source) {
+            return Some(i);
+        }
+        if let Some(c) = find_cycle(refs, r.source, path, visited, first) {
+            return Some(c);
+        }
+    }
+    path.pop();
+    None
+}
+
+impl Checked {
+    /// Errors for stages the build of `target` runs that copy or mount from a stage defined
+    /// after them: BuildKit builds stages in file order, so that stage is not built yet.
+    /// `bases` gives each stage's base stage, if it is built on one.
+    pub fn later_stage_errors(
+        &self,
+        df: &Dockerfile,
+        bases: &[Option<usize>],
+        target: usize,
+    ) -> Vec<Diagnostic> {
+        let n = self.stages.len();
+        if target >= n {
+            return Vec::new();
+        }
+        let mut reachable = vec![false; n];
+        let mut todo = vec![target];
+        while let Some(s) = todo.pop() {
+            if s >= n || reachable[s] {
+                continue;
+            }
+            reachable[s] = true;
+            if let Some(Some(b)) = bases.get(s) {
+                todo.push(*b);
+            }
+            todo.extend(
+                self.stage_refs
+                    .iter()
+                    .filter(|r| r.stage == s)
+                    .map(|r| r.source),
+            );
+        }
+        let mut out = Vec::new();
+        for r in &self.stage_refs {
+            if !reachable[r.stage] || r.source <= r.stage {
+                continue;
+            }
+            let message = match &r.mount_target {
+                None => format!(
+                    "cannot copy from stage {}, it needs to be defined before current stage {}",
+                    go_quote(&r.written),
+                    go_quote(&stage_label(&self.stages[r.stage]))
+                ),
+                Some(t) => format!(
+                    "cannot mount from stage {} to {}, stage needs to be defined before current command",
+                    go_quote(&r.written),
+                    go_quote(t)
+                ),
+            };
+            let inst = &df.instructions[r.instruction];
+            out.push(Diagnostic {
+                severity: Severity::Error,
+                error: ParseError {
+                    location: locate(df, inst, Some(&r.written)),
+                    message,
+                },
+            });
+        }
+        out
+    }
 }
 
 fn stage_label(s: &StageInfo) -> String {
@@ -1512,6 +2074,165 @@ mod tests {
         );
         assert!(problems("RUN x\nFROM a\n")[0].starts_with("no build stage"));
         assert!(problems("ARG X\nFROM a\nCOPY --from=other/image:1 x y\n").is_empty());
+    }
+
+    #[test]
+    fn build_setup_checks() {
+        assert_eq!(
+            problems("FROM a\nEXPOSE 80/http\n"),
+            ["invalid port: \"80/http\": invalid proto: http"]
+        );
+        assert_eq!(
+            problems("FROM a\nEXPOSE 70000\n"),
+            ["invalid containerPort: 70000"]
+        );
+        assert!(check_expose_port("9000-8000").is_err());
+        for ok in [
+            "80",
+            "80/TCP",
+            "7000-7010/udp",
+            "8080/sctp",
+            "127.0.0.1:8080:80",
+            "[::1]:1:2",
+            "5-5",
+        ] {
+            assert_eq!(check_expose_port(ok), Ok(()), "{ok}");
+        }
+        for ok in [
+            "SIGTERM",
+            "sigusr1",
+            "KILL",
+            "9",
+            "-5",
+            "SIGRTMIN+3",
+            "RTMAX-14",
+            "RTMAX",
+        ] {
+            assert_eq!(check_stop_signal(ok), Ok(()), "{ok}");
+        }
+        for bad in ["SIGBOGUS", "0", "RTMIN+16", "RTMAX-15", "SIGRTMIN+03", ""] {
+            assert!(check_stop_signal(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            problems("FROM a\nVOLUME \"\"\n"),
+            ["VOLUME specified can not be an empty string"]
+        );
+        assert!(
+            problems("FROM a\nRUN --mount=type=cache,target=/ true\n")[0]
+                .starts_with("invalid mount target \"/\"")
+        );
+        assert!(problems("FROM a\nRUN --mount=type=secret,id=x,target=/ true\n").is_empty());
+        assert!(
+            problems("FROM a\nADD --checksum=sha256:0 a b /c/\n")[0]
+                .starts_with("checksum can't be specified for multiple sources")
+        );
+        assert!(
+            problems("FROM a\nADD --checksum=sha256:0 a /c/\n")[0]
+                .starts_with("checksum requires HTTP(S) or Git sources")
+        );
+        for remote in [
+            "https://x/y.tgz",
+            "git@github.com:a/b.git",
+            "ssh://git@h/x",
+            "git://h/x",
+            "github.com/a/b",
+            "HTTPS://h/x.git",
+        ] {
+            assert!(is_remote_source(remote), "{remote}");
+        }
+        for local in ["a.tgz", "./git@x:y", "HTTPS://h/x", "ftp://h/x"] {
+            assert!(!is_remote_source(local), "{local}");
+        }
+    }
+
+    #[test]
+    fn lint_config_and_lints() {
+        assert_eq!(
+            LintConfig::parse("skip=A,B;error=true").unwrap(),
+            LintConfig {
+                skip_all: false,
+                skip: vec!["A".into(), "B".into()],
+                error: true
+            }
+        );
+        // Only the text before the first space counts.
+        assert!(!LintConfig::parse("skip=all error=maybe").unwrap().error);
+        assert_eq!(
+            LintConfig::parse("error=maybe").unwrap_err(),
+            "failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"
+        );
+        assert_eq!(
+            LintConfig::parse("nope").unwrap_err(),
+            "invalid check option \"nope\""
+        );
+        let df = parse(b"FROM a AS b\nFROM c AS B\n", "Dockerfile").unwrap();
+        assert_eq!(check(&df).diagnostics[0].severity, Severity::Warning);
+        let df = parse(b"# check=error=true\nFROM a AS b\nFROM c AS B\n", "D").unwrap();
+        assert_eq!(check(&df).diagnostics[0].severity, Severity::Error);
+        let df = parse(
+            b"# check=skip=DuplicateStageName\nFROM a AS b\nFROM c AS b\n",
+            "D",
+        );
+        assert!(check(&df.unwrap()).diagnostics.is_empty());
+        // Flags BuildKit never reads are only a warning.
+        let df = parse(
+            b"FROM a\nARG --x=1 V\nHEALTHCHECK --interval=1s NONE\n",
+            "D",
+        )
+        .unwrap();
+        let c = check(&df);
+        assert!(
+            c.diagnostics
+                .iter()
+                .all(|d| d.severity == Severity::Warning)
+        );
+        assert_eq!(
+            c.commands[1],
+            Some(Command::Arg(vec![ArgDecl {
+                name: "V".into(),
+                default: None
+            }]))
+        );
+    }
+
+    #[test]
+    fn stage_references() {
+        let df = parse(
+            b"FROM a AS x\nCOPY --from=y a b\nFROM b AS y\nCOPY --from=x a b\n",
+            "D",
+        );
+        assert_eq!(
+            problems_of(&df.unwrap()),
+            ["circular dependency detected on stage: x"]
+        );
+        let df = parse(
+            b"FROM a AS x\nCOPY --from=y a b\nFROM b AS y\nFROM c\n",
+            "D",
+        )
+        .unwrap();
+        let c = check(&df);
+        assert!(c.diagnostics.is_empty());
+        assert!(c.later_stage_errors(&df, &[None, None, None], 2).is_empty());
+        assert_eq!(
+            c.later_stage_errors(&df, &[None, None, None], 0)[0]
+                .error
+                .message,
+            "cannot copy from stage \"y\", it needs to be defined before current stage \"x\""
+        );
+        // An index may name a later stage too.
+        assert!(problems("FROM a\nCOPY --from=1 a b\nFROM b\n").is_empty());
+        assert!(problems("FROM a\nRUN --device=gpu x\n")[0].starts_with("device feature"));
+        assert!(
+            problems("# syntax=docker/dockerfile:1-labs\nFROM a\nRUN --device=gpu x\n").is_empty()
+        );
+    }
+
+    fn problems_of(df: &crate::dockerfile::Dockerfile) -> Vec<String> {
+        check(df)
+            .diagnostics
+            .iter()
+            .map(|d| d.error.message.clone())
+            .collect()
     }
 
     #[test]

@@ -176,7 +176,7 @@ impl DirectiveParser {
             })
             .count();
         let after = rest[key_len..].trim_start_matches(is_re_space);
-        let value = after.strip_prefix('=').map(|v| v.trim_matches(is_re_space));
+        let value = after.strip_prefix('=').map(directive_value);
         let (key, value) = match value {
             Some(v) if key_len > 0 && !v.is_empty() && !v.contains('\n') => (&rest[..key_len], v),
             _ => {
@@ -195,6 +195,39 @@ impl DirectiveParser {
         self.seen.push(key.clone());
         Ok(Some(Directive { name: key, value }))
     }
+}
+
+/// A directive as BuildKit's frontend looks one up for its own use (`# check=` for the
+/// linter): after a `#!` first line, over the lines as they are (an indented `# key=` ends
+/// the search), stopping at a repeated directive. Returns the value and its 1-based line.
+pub fn find_directive(lines: &[String], key: &str) -> Option<(String, usize)> {
+    let skip = usize::from(lines.first().is_some_and(|l| l.starts_with("#!")));
+    let mut parser = DirectiveParser {
+        done: false,
+        seen: Vec::new(),
+    };
+    for (i, line) in lines.iter().enumerate().skip(skip) {
+        match parser.parse_line(line) {
+            Ok(Some(d)) if d.name == key => return Some((d.value.to_string(), i + 1)),
+            Ok(Some(_)) => {}
+            Ok(None) if parser.done => return None,
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The value part of `\s*(.+?)\s*$` after a directive's `=`: trimmed of blanks, except that
+/// a value made only of blanks is its last blank (the lazy group must take one character), so
+/// `# escape= ` sets the escape to a space, which is then rejected.
+fn directive_value(after_eq: &str) -> &str {
+    let trimmed = after_eq.trim_matches(is_re_space);
+    if !trimmed.is_empty() || after_eq.is_empty() {
+        return trimmed;
+    }
+    let last = after_eq.chars().next_back().map_or(0, char::len_utf8);
+    &after_eq[after_eq.len() - last..]
 }
 
 /// `\s` in Go's regular expressions.
@@ -1057,6 +1090,34 @@ mod tests {
         assert!(e.message.starts_with("ENV must have two arguments"), "{e}");
         let e = parse(b"FROM x\nCMD [\"a\", [\"b\"]]\n", "Dockerfile").unwrap_err();
         assert!(e.message.contains("strings only"), "{e}");
+    }
+
+    #[test]
+    fn directive_values_made_of_blanks() {
+        assert_eq!(directive_value(" x "), "x");
+        assert_eq!(directive_value(" "), " ");
+        assert_eq!(directive_value(" \t"), "\t");
+        assert_eq!(directive_value(""), "");
+        let e = parse(b"# escape= \nFROM x\n", "Dockerfile").unwrap_err();
+        assert!(e.message.starts_with("invalid escape token ' '"), "{e}");
+        // No value at all is a comment.
+        assert_eq!(p("# escape=\nFROM x\n").directives.escape, '\\');
+        let lines = |s: &str| s.lines().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            find_directive(
+                &lines("#!/bin/x\n# escape=`\n# check=error=true\nFROM x"),
+                "check"
+            ),
+            Some(("error=true".to_string(), 3))
+        );
+        assert_eq!(
+            find_directive(&lines("  # check=error=true\nFROM x"), "check"),
+            None
+        );
+        assert_eq!(
+            find_directive(&lines("# x=1\n# check=error=true"), "check"),
+            None
+        );
     }
 
     #[test]

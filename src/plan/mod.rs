@@ -17,7 +17,7 @@
 //! - Every `$` in one instruction sees the values from before that instruction.
 //! - Variable names compare case-insensitively in Windows stages, as Windows does.
 
-use crate::dockerfile::check::{ArgDecl, Checked, Command, CopySpec, KeyValue, Mount};
+use crate::dockerfile::check::{self, ArgDecl, Checked, Command, CopySpec, KeyValue, Mount};
 use crate::dockerfile::lexer::{Env, Lexer};
 use crate::dockerfile::{Diagnostic, Dockerfile, Location, ParseError, Severity, check::locate};
 use crate::image::Platform;
@@ -348,9 +348,10 @@ pub fn plan(
                 Some(&info.base),
             );
         }
+        // With duplicate stage names the later stage wins, as in BuildKit.
         let base_stage = stages
             .iter()
-            .position(|s| s.name.as_deref() == Some(base.to_lowercase().as_str()));
+            .rposition(|s| s.name.as_deref() == Some(base.to_lowercase().as_str()));
         let mut platform = match &info.platform {
             Some(p) => match ctx.lexer.process_word(p, &global) {
                 Ok(r) if r.result.is_empty() => {
@@ -512,7 +513,7 @@ pub fn plan(
     let target = match &opts.target {
         Some(t) => match stages
             .iter()
-            .position(|s| s.name.as_deref() == Some(t.to_lowercase().as_str()))
+            .rposition(|s| s.name.as_deref() == Some(t.to_lowercase().as_str()))
         {
             Some(i) => i,
             None => {
@@ -542,6 +543,9 @@ pub fn plan(
         },
         None => stages.len().saturating_sub(1),
     };
+    let bases: Vec<Option<usize>> = stages.iter().map(|s| s.base_stage).collect();
+    ctx.diagnostics
+        .extend(checked.later_stage_errors(df, &bases, target));
     let unused_build_args = opts
         .build_args
         .keys()
@@ -634,15 +638,32 @@ fn expand_command(
             for p in ports {
                 out.extend(x.words(p)?);
             }
+            for p in &out {
+                check::check_expose_port(p)?;
+            }
             Command::Expose(out)
         }
-        Command::Add(s) => Command::Add(expand_copy(s, x)?),
+        Command::Add(s) => {
+            let add = expand_copy(s, x)?;
+            if add.checksum.is_some() {
+                check::check_checksum_sources(&add)?;
+            }
+            Command::Add(add)
+        }
         Command::Copy(s) => Command::Copy(expand_copy(s, x)?),
         Command::Workdir(w) => Command::Workdir(x.word(w)?),
         Command::User(u) => Command::User(x.word(u)?),
-        Command::StopSignal(s) => Command::StopSignal(x.word(s)?),
+        Command::StopSignal(s) => {
+            let sig = x.word(s)?;
+            check::check_stop_signal(&sig)?;
+            Command::StopSignal(sig)
+        }
         Command::Volume(v) => {
-            Command::Volume(v.iter().map(|s| x.word(s)).collect::<Result<_, _>>()?)
+            let vols: Vec<String> = v.iter().map(|s| x.word(s)).collect::<Result<_, _>>()?;
+            if vols.iter().any(String::is_empty) {
+                return Err("VOLUME specified can not be an empty string".into());
+            }
+            Command::Volume(vols)
         }
         Command::Run {
             command,
