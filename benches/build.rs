@@ -31,6 +31,7 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         labels: Vec::new(),
         no_cache,
         contexts: Default::default(),
+        registry: None,
     }
 }
 

@@ -1374,3 +1374,79 @@ fn cli_pull_and_push_print_digests() {
         "{err}"
     );
 }
+
+#[test]
+fn build_pulls_its_base_and_pushes_the_result() {
+    let reg = Registry::start("");
+    let host = reg.host();
+    let (store, _d) = fixture_store();
+    let rt = rt();
+    rt.block_on(push(
+        &store,
+        &Client::new(opts()),
+        &format!("{NANO}:multi"),
+        Some(&format!("{host}/wcb/nano:multi")),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    // An empty store: the base comes from the registry.
+    let (_s, root) = empty_store();
+    let ctx = tempdir("ctx");
+    std::fs::write(ctx.join("app.txt"), "hello\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {host}/wcb/nano:multi\nCOPY app.txt C:/app/\nCMD [\"cmd\", \"/c\", \"type\", \"C:\\\\app\\\\app.txt\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "build",
+            "--platform",
+            "windows/amd64:ltsc2022",
+            "--push",
+            "--progress",
+            "plain",
+            "-t",
+        ])
+        .arg(format!("{host}/wcb/app:1"))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The base layer was mounted from the repository it was pulled from, not uploaded again.
+    assert!(stderr.contains("mounted"), "{stderr}");
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{host}/wcb/app:1"),
+    ]);
+    assert_eq!(format!("sha256:{}", sha256_hex(raw.as_bytes())), digest);
+    let cfg = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &format!("docker://{host}/wcb/app:1"),
+    ]);
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["os.version"], "10.0.20348.2849");
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    // The store kept the base's index, with only the platform the build used.
+    let s = Store::open(&root).unwrap();
+    let base = s
+        .lookup(&format!("{host}/wcb/nano:multi"))
+        .unwrap()
+        .unwrap();
+    assert!(base.media_type.contains("index"), "{}", base.media_type);
+    let ltsc2019 = store
+        .lookup(&format!("{NANO}:ltsc2019"))
+        .unwrap()
+        .unwrap()
+        .digest;
+    assert_eq!(s.blob_size(&ltsc2019).unwrap(), None);
+}

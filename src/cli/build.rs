@@ -72,6 +72,11 @@ pub struct BuildArgs {
     /// `type=docker,dest=FILE` (an archive, as `wcbuild save` writes; the image stays in the store)
     #[arg(short, long, value_name = "SPEC")]
     pub output: Option<String>,
+    /// Push the result to the registry of each tag (same as --output type=registry)
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -357,6 +362,7 @@ impl Drawer {
 
 enum Output {
     Store,
+    Registry,
     Archive(crate::ops::images::SaveFormat, PathBuf),
 }
 
@@ -369,7 +375,7 @@ fn parse_output(spec: &str) -> Result<Output, CliError> {
             Some(("dest", d)) => dest = Some(PathBuf::from(d)),
             _ => {
                 return Err(CliError::Usage(format!(
-                    "--output `{spec}`: expected type=image|oci|docker[,dest=FILE]"
+                    "--output `{spec}`: expected type=image|registry|oci|docker[,dest=FILE]"
                 )));
             }
         }
@@ -377,6 +383,7 @@ fn parse_output(spec: &str) -> Result<Output, CliError> {
     use crate::ops::images::SaveFormat;
     match (kind.as_deref(), dest) {
         (Some("image") | None, None) => Ok(Output::Store),
+        (Some("registry"), None) => Ok(Output::Registry),
         (Some("oci"), Some(d)) => Ok(Output::Archive(SaveFormat::Oci, d)),
         (Some("docker"), Some(d)) => Ok(Output::Archive(SaveFormat::Docker, d)),
         (Some("oci" | "docker"), None) => Err(CliError::Usage(format!(
@@ -423,6 +430,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         labels,
         no_cache: args.no_cache,
         contexts: BTreeMap::new(),
+        registry: Some(args.registry.options()),
     };
     for c in &args.build_contexts {
         let (name, value) = c.split_once('=').ok_or_else(|| {
@@ -463,9 +471,39 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         Some(o) => parse_output(o)?,
         None => Output::Store,
     };
+    let push = args.push || matches!(output, Output::Registry);
+    if push && args.tags.is_empty() {
+        return Err(CliError::Usage(
+            "--push needs at least one -t NAME to push to".into(),
+        ));
+    }
     let store = super::images::open_store(global)?;
     match ops::build_platforms(&store, &settings, &platforms, &mut reporter) {
         Ok(out) => {
+            if push {
+                let client = crate::ops::registry::client(args.registry.options());
+                let rt = crate::ops::registry::runtime();
+                let opts = crate::ops::registry::PushOptions {
+                    include_foreign: false,
+                    concurrency: args.registry.jobs,
+                };
+                for t in &out.tags {
+                    let pushed = rt.block_on(crate::ops::registry::push(
+                        &store,
+                        &client,
+                        t,
+                        None,
+                        &opts,
+                        &mut reporter,
+                    ))?;
+                    if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
+                        eprintln!(
+                            "pushed {}: {} blobs uploaded, {} already there, {} mounted",
+                            pushed.reference, pushed.uploaded, pushed.existed, pushed.mounted
+                        );
+                    }
+                }
+            }
             if let Output::Archive(format, dest) = &output {
                 let media = if out.images.len() > 1 {
                     crate::image::media::OCI_INDEX

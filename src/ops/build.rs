@@ -49,6 +49,8 @@ pub struct BuildSettings {
     pub no_cache: bool,
     /// `--build-context NAME=…`: named contexts for `FROM` and `COPY --from`.
     pub contexts: BTreeMap<String, NamedContext>,
+    /// Where to pull base images the store does not have (`None`: never pull).
+    pub registry: Option<crate::registry::ClientOptions>,
 }
 
 /// A `--build-context` value.
@@ -268,7 +270,13 @@ pub fn build_with(
             };
             let explicit =
                 checked.stages[st.index].platform.is_some() || settings.platform.is_some();
-            if let Ok((config, _)) = resolve_base(store, &base_ref, &st.platform, explicit) {
+            if let Ok((config, _)) = resolve_base(
+                store,
+                &base_ref,
+                &st.platform,
+                explicit,
+                settings.registry.as_ref(),
+            ) {
                 opts.images.insert(
                     st.base.clone(),
                     plan::BaseImage {
@@ -314,7 +322,7 @@ pub fn build_with(
             Err(_) => plan
                 .stages
                 .iter()
-                .position(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())),
+                .rposition(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())),
         }
     };
     let mut needed = std::collections::BTreeSet::new();
@@ -392,8 +400,14 @@ pub fn build_with(
                     }
                     None => stage.base.clone(),
                 };
-                let (config, layers) = resolve_base(store, &base_ref, &stage.platform, explicit)
-                    .map_err(|message| at(from_inst, message))?;
+                let (config, layers) = resolve_base(
+                    store,
+                    &base_ref,
+                    &stage.platform,
+                    explicit,
+                    settings.registry.as_ref(),
+                )
+                .map_err(|message| at(from_inst, message))?;
                 StageState {
                     config,
                     layers,
@@ -793,7 +807,9 @@ fn resolve_base(
     base: &str,
     platform: &Platform,
     explicit: bool,
+    remote: Option<&crate::registry::ClientOptions>,
 ) -> Result<(ImageConfig, Vec<Descriptor>), String> {
+    let pull_err = |e: super::registry::TransferError| format!("pulling `{base}`: {e}");
     let entry = if base.starts_with("sha256:") {
         // An untagged image named by digest (an `oci-layout://` build context).
         let bytes = store.read_blob(base).map_err(|e| e.to_string())?;
@@ -811,12 +827,34 @@ fn resolve_base(
             });
         IndexEntry::new(&media_type, base, bytes.len() as u64)
     } else {
-        images::resolve(store, base).map_err(|e| match e {
-            ImageError::NotFound(_) => format!(
-                "base image `{base}` is not in the store; load it first (e.g. `wcbuild load -i fixtures/nanoserver.tar`); pulling from registries comes in a later version"
-            ),
-            other => other.to_string(),
-        })?
+        match images::resolve(store, base) {
+            Ok(e) => e,
+            Err(ImageError::NotFound(_)) if remote.is_some() => {
+                // Keep the index (if it is one) and fetch platforms as they are chosen below.
+                let client = super::registry::client(remote.cloned().unwrap_or_default());
+                let opts = super::registry::PullOptions {
+                    platform: explicit.then(|| platform.clone()),
+                    keep_index: true,
+                    ..Default::default()
+                };
+                super::registry::runtime()
+                    .block_on(super::registry::pull(
+                        store,
+                        &client,
+                        base,
+                        &opts,
+                        &mut crate::progress::Silent,
+                    ))
+                    .map_err(pull_err)?;
+                images::resolve(store, base).map_err(|e| e.to_string())?
+            }
+            Err(ImageError::NotFound(_)) => {
+                return Err(format!(
+                    "base image `{base}` is not in the store; load it first (e.g. `wcbuild load -i fixtures/nanoserver.tar`) or pull it"
+                ));
+            }
+            Err(other) => return Err(other.to_string()),
+        }
     };
     let read =
         |d: &str| -> Result<Vec<u8>, String> { store.read_blob(d).map_err(|e| e.to_string()) };
@@ -853,6 +891,24 @@ fn resolve_base(
     } else {
         entry.digest.clone()
     };
+    if let Some(remote) = remote
+        && store
+            .blob_size(&manifest_digest)
+            .map_err(|e| e.to_string())?
+            .is_none()
+    {
+        // A platform of a kept index that was not fetched yet.
+        let client = super::registry::client(remote.clone());
+        super::registry::runtime()
+            .block_on(super::registry::fetch_manifest(
+                store,
+                &client,
+                base,
+                &manifest_digest,
+                &mut crate::progress::Silent,
+            ))
+            .map_err(pull_err)?;
+    }
     let manifest: Manifest =
         serde_json::from_slice(&read(&manifest_digest)?).map_err(|e| e.to_string())?;
     let config: ImageConfig =
@@ -1907,7 +1963,7 @@ impl RootfsCache {
         platform: &Platform,
     ) -> Result<&Rootfs, String> {
         if !self.images.contains_key(reference) {
-            let (config, layers) = resolve_base(store, reference, platform, false)?;
+            let (config, layers) = resolve_base(store, reference, platform, false, None)?;
             let r = assemble(
                 store,
                 &layers,

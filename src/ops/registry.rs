@@ -389,7 +389,10 @@ pub async fn pull(
     let tagged: IndexEntry;
     if media::is_index(&top.media_type) {
         let idx: Index = parse(&top.bytes, &full, "index")?;
-        let chosen: Vec<usize> = if opts.all_platforms {
+        let chosen: Vec<usize> = if opts.keep_index && opts.platform.is_none() {
+            // The caller chooses later (and fetches with `fetch_manifest`).
+            Vec::new()
+        } else if opts.all_platforms {
             (0..idx.manifests.len())
                 .filter(|&i| media::is_manifest(&idx.manifests[i].media_type))
                 .collect()
