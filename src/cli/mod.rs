@@ -52,7 +52,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Build an image from a Dockerfile (also: `wcbuild [OPTIONS] CONTEXT`)
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Pull an image or index from a registry into the store
     Pull(registry::PullArgs),
     /// Push an image or index from the store to a registry
@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
     let g = &cli.global;
     let outcome = match cli.command {
         Commands::Dockerfile(cmd) => dockerfile::run(cmd),
-        Commands::Build(a) => build::run(g, a),
+        Commands::Build(a) => build::run(g, *a),
         Commands::Images(a) => images::images(g, a),
         Commands::Inspect(a) => images::inspect(g, a),
         Commands::Tag(a) => images::tag(g, a),
