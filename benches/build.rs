@@ -32,6 +32,9 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         no_cache,
         contexts: Default::default(),
         registry: None,
+        cache_from: Vec::new(),
+        cache_to: None,
+        cache_max: false,
     }
 }
 

@@ -311,7 +311,12 @@ fn what_is_not_built_yet_fails_clearly() {
     )]);
     let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("is not in the store; load it first"), "{err}");
+    // Not in the store, and the registry cannot be reached (no network here): both said.
+    assert!(
+        err.contains("is not in the store") && err.contains("load it"),
+        "{err}"
+    );
+    assert!(err.contains("mcr.microsoft.com"), "{err}");
     let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY missing.txt /\n")]);
     let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
     assert_eq!(code, 1);

@@ -446,12 +446,12 @@ fn cli_expand_applies_build_args_and_platform() {
 
 #[test]
 fn cli_commands_not_built_exit_2_and_say_so() {
-    let (code, _, err) = wcbuild(&["pull", "alpine"], None);
+    let (code, _, err) = wcbuild(&["compat", "alpine"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("`wcbuild pull` is not built yet"), "{err}");
-    let (code, _, err) = wcbuild(&["push", "app:1.0"], None);
+    assert!(err.contains("`wcbuild compat` is not built yet"), "{err}");
+    let (code, _, err) = wcbuild(&["check", "app:1.0"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("`wcbuild push` is not built yet"), "{err}");
+    assert!(err.contains("`wcbuild check` is not built yet"), "{err}");
 }
 
 #[test]

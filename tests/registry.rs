@@ -1450,3 +1450,116 @@ fn build_pulls_its_base_and_pushes_the_result() {
         .digest;
     assert_eq!(s.blob_size(&ltsc2019).unwrap(), None);
 }
+
+fn build_cli(root: &Path, ctx: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(root)
+        .arg("build")
+        .args(args)
+        .arg(ctx)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn build_cache_through_a_registry_for_empty_runners() {
+    let reg = Registry::start("");
+    let host = reg.host();
+    let (store, _d) = fixture_store();
+    let rt = rt();
+    rt.block_on(push(
+        &store,
+        &Client::new(opts()),
+        &format!("{NANO}:ltsc2022"),
+        Some(&format!("{host}/wcb/nano:ltsc2022")),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let ctx = tempdir("cachectx");
+    std::fs::write(ctx.join("a.txt"), "first file\n").unwrap();
+    std::fs::write(ctx.join("b.txt"), vec![b'b'; 200_000]).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {host}/wcb/nano:ltsc2022 AS tools\nCOPY b.txt C:/tools/\n\nFROM {host}/wcb/nano:ltsc2022\nCOPY a.txt C:/app/\nCOPY --from=tools C:/tools/b.txt C:/app/\nWORKDIR C:/app\n"),
+    )
+    .unwrap();
+    let cache = format!("{host}/wcb/cache:main");
+    // Runner 1: empty store, no cache yet (the import finds nothing and says nothing fails).
+    let (_s1, root1) = empty_store();
+    let to = format!("type=registry,ref={cache},mode=max");
+    let (ok, d1, err) = build_cli(
+        &root1,
+        &ctx,
+        &[
+            "--progress",
+            "plain",
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+            "--cache-to",
+            &to,
+            "-t",
+            "app:1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("CACHED"), "{err}");
+    assert!(err.contains("exported 4 cache records"), "{err}");
+    // Runner 2: another empty store: every layer step is a cache hit, the image is the same.
+    let (_s2, root2) = empty_store();
+    let (ok, d2, err) = build_cli(
+        &root2,
+        &ctx,
+        &["--progress", "plain", "--cache-from", &cache, "-t", "app:1"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("CACHED").count(), 4, "{err}");
+    assert_eq!(d1, d2);
+    // It downloaded the layers it used from the registry; they verify.
+    for b in blob_names(&root2) {
+        let bytes = std::fs::read(root2.join("blobs/sha256").join(&b)).unwrap();
+        assert_eq!(sha256_hex(&bytes), b);
+    }
+    // mode=min (the default) keeps only the final image's layers: 3 of the 4 records.
+    let (_s3, root3) = empty_store();
+    let min = format!("{host}/wcb/cache:min");
+    let (ok, _, err) = build_cli(
+        &root3,
+        &ctx,
+        &[
+            "--progress",
+            "plain",
+            "--cache-to",
+            &format!("type=registry,ref={min}"),
+            "-t",
+            "app:1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("exported 3 cache records"), "{err}");
+    // A changed file misses from that step on.
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    let (_s4, root4) = empty_store();
+    let (ok, d4, err) = build_cli(
+        &root4,
+        &ctx,
+        &["--progress", "plain", "--cache-from", &cache, "-t", "app:1"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        err.matches("CACHED").count(),
+        1,
+        "only the tools stage hits: {err}"
+    );
+    assert_ne!(d4, d1);
+    // Unsupported cache types are usage errors.
+    let (ok, _, err) = build_cli(&root4, &ctx, &["--cache-to", "type=local,dest=/tmp/x"]);
+    assert!(!ok && err.contains("type=registry"), "{err}");
+}

@@ -75,6 +75,14 @@ pub struct BuildArgs {
     /// Push the result to the registry of each tag (same as --output type=registry)
     #[arg(long)]
     pub push: bool,
+    /// Import a build cache from a registry: `type=registry,ref=REG/REPO:TAG` (or just the
+    /// reference); repeatable, earlier ones win
+    #[arg(long, value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export this build's cache to a registry: `type=registry,ref=REG/REPO:TAG[,mode=min|max]`
+    /// (`min`, the default, keeps the final image's layers; `max` every step's)
+    #[arg(long, value_name = "SPEC")]
+    pub cache_to: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
 }
@@ -395,6 +403,44 @@ fn parse_output(spec: &str) -> Result<Output, CliError> {
     }
 }
 
+/// Parses `type=registry,ref=R[,mode=min|max]` or a bare `R`: (reference, max).
+fn parse_cache(flag: &str, spec: &str) -> Result<(String, bool), CliError> {
+    if !spec.contains('=') {
+        crate::image::Reference::parse(spec)
+            .map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+        return Ok((spec.to_string(), false));
+    }
+    let (mut kind, mut reference, mut max) = (None, None, false);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", t)) => kind = Some(t.to_string()),
+            Some(("ref", r)) => reference = Some(r.to_string()),
+            Some(("mode", "max")) => max = true,
+            Some(("mode", "min")) => max = false,
+            // Options of other builders that do not change what is stored.
+            Some(("oci-mediatypes" | "image-manifest" | "ignore-error" | "compression", _)) => {}
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "{flag} `{spec}`: expected type=registry,ref=REF[,mode=min|max]"
+                )));
+            }
+        }
+    }
+    match (kind.as_deref(), reference) {
+        (Some("registry") | None, Some(r)) => {
+            crate::image::Reference::parse(&r)
+                .map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+            Ok((r, max))
+        }
+        (Some(other), _) if other != "registry" => Err(CliError::Usage(format!(
+            "{flag}: cache type `{other}` is not supported; use type=registry"
+        ))),
+        _ => Err(CliError::Usage(format!(
+            "{flag} `{spec}`: ref=REF is required"
+        ))),
+    }
+}
+
 pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
     let build_args = super::build_args(&args.build_args);
     let mut platforms = Vec::new();
@@ -431,6 +477,13 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         no_cache: args.no_cache,
         contexts: BTreeMap::new(),
         registry: Some(args.registry.options()),
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|c| parse_cache("--cache-from", c).map(|(r, _)| r))
+            .collect::<Result<_, _>>()?,
+        cache_to: None,
+        cache_max: false,
     };
     for c in &args.build_contexts {
         let (name, value) = c.split_once('=').ok_or_else(|| {
@@ -459,6 +512,11 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             crate::ops::build::NamedContext::Dir(PathBuf::from(value))
         };
         settings.contexts.insert(name.to_string(), ctx);
+    }
+    if let Some(spec) = &args.cache_to {
+        let (r, max) = parse_cache("--cache-to", spec)?;
+        settings.cache_to = Some(r);
+        settings.cache_max = max;
     }
     let mode = if args.quiet {
         ProgressMode::Quiet
@@ -563,6 +621,17 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             if let Some(f) = &args.iidfile {
                 std::fs::write(f, &out.digest)
                     .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
+            }
+            if let Some(c) = &out.cache_export
+                && !matches!(mode, ProgressMode::Quiet | ProgressMode::Json)
+            {
+                eprintln!(
+                    "exported {} cache records to {} ({} blobs uploaded, {} already there)",
+                    c.records,
+                    c.reference,
+                    c.pushed.uploaded,
+                    c.pushed.existed + c.pushed.mounted
+                );
             }
             if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
                 for img in &out.images {

@@ -49,8 +49,15 @@ pub struct BuildSettings {
     pub no_cache: bool,
     /// `--build-context NAME=…`: named contexts for `FROM` and `COPY --from`.
     pub contexts: BTreeMap<String, NamedContext>,
-    /// Where to pull base images the store does not have (`None`: never pull).
+    /// Where to pull base images the store does not have (`None`: never pull); also the
+    /// registry settings of `cache_from` and `cache_to`.
     pub registry: Option<crate::registry::ClientOptions>,
+    /// `--cache-from`: build caches in registries to import (earlier ones win).
+    pub cache_from: Vec<String>,
+    /// `--cache-to`: where to export this build's cache.
+    pub cache_to: Option<String>,
+    /// `mode=max`: export every step's layer, not only those in the final image.
+    pub cache_max: bool,
 }
 
 /// A `--build-context` value.
@@ -102,6 +109,8 @@ pub struct BuildOutcome {
     pub platform: Platform,
     /// The full references tagged.
     pub tags: Vec<String>,
+    /// The build cache records this build used or made (step key → layer).
+    pub cache: BTreeMap<String, super::cache::Record>,
 }
 
 /// Why a build stopped.
@@ -306,6 +315,16 @@ pub fn build_with(
         reporter,
         stage: 0,
     };
+    if !settings.cache_from.is_empty() && !settings.no_cache {
+        let opts = settings.registry.clone().unwrap_or_default();
+        let imported = super::cache::import(store, &opts, &settings.cache_from, CACHE_KEY_VERSION)
+            .map_err(|e| BuildError::Step {
+                location: "--cache-from".into(),
+                message: e.to_string(),
+            })?;
+        tracing::info!("{} build cache records imported", imported.len());
+        ctx.cache.remote = Some(imported);
+    }
     let mut chains: BTreeMap<usize, String> = BTreeMap::new();
     let now = settings.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -734,7 +753,9 @@ pub fn build_with(
             .insert(k.clone(), v.clone());
     }
     ctx.cache.save(store);
-    finish(store, state, settings)
+    let mut out = finish(store, state, settings)?;
+    out.cache = std::mem::take(&mut ctx.cache.used);
+    Ok(out)
 }
 
 /// Go's `time.Duration.String()` for whole nanoseconds.
@@ -809,7 +830,11 @@ fn resolve_base(
     explicit: bool,
     remote: Option<&crate::registry::ClientOptions>,
 ) -> Result<(ImageConfig, Vec<Descriptor>), String> {
-    let pull_err = |e: super::registry::TransferError| format!("pulling `{base}`: {e}");
+    let pull_err = |e: super::registry::TransferError| {
+        format!(
+            "base image `{base}` is not in the store and pulling it failed: {e}; load it (e.g. `wcbuild load -i fixtures/nanoserver.tar`) or check the registry"
+        )
+    };
     let entry = if base.starts_with("sha256:") {
         // An untagged image named by digest (an `oci-layout://` build context).
         let bytes = store.read_blob(base).map_err(|e| e.to_string())?;
@@ -1868,6 +1893,7 @@ fn finish(
         config_digest,
         platform,
         tags,
+        cache: BTreeMap::new(),
     })
 }
 
@@ -1985,6 +2011,47 @@ pub struct MultiOutcome {
     pub images: Vec<BuildOutcome>,
     /// The full references tagged.
     pub tags: Vec<String>,
+    /// The build cache export (`cache_to`), when asked.
+    pub cache_export: Option<super::cache::Exported>,
+}
+
+/// Pushes the cache records of `images` to `settings.cache_to` (only the final images' layers
+/// unless `cache_max`).
+fn export_cache(
+    store: &Store,
+    settings: &BuildSettings,
+    images: &[BuildOutcome],
+) -> Result<Option<super::cache::Exported>, BuildError> {
+    let Some(to) = &settings.cache_to else {
+        return Ok(None);
+    };
+    let mut records = BTreeMap::new();
+    for out in images {
+        let keep: std::collections::BTreeSet<String> = if settings.cache_max {
+            Default::default()
+        } else {
+            let m: Manifest =
+                serde_json::from_slice(&store.read_blob(&out.digest)?).map_err(|e| {
+                    BuildError::Step {
+                        location: "--cache-to".into(),
+                        message: e.to_string(),
+                    }
+                })?;
+            m.layers.into_iter().map(|l| l.digest).collect()
+        };
+        for (k, r) in &out.cache {
+            if settings.cache_max || keep.contains(&r.layer.digest) {
+                records.insert(k.clone(), r.clone());
+            }
+        }
+    }
+    let opts = settings.registry.clone().unwrap_or_default();
+    super::cache::export(store, &opts, to, &records, CACHE_KEY_VERSION)
+        .map(Some)
+        .map_err(|e| BuildError::Step {
+            location: "--cache-to".into(),
+            message: e.to_string(),
+        })
 }
 
 /// Builds the same Dockerfile for several platforms (for example every Windows version of a
@@ -2001,10 +2068,13 @@ pub fn build_platforms(
         let mut s = settings.clone();
         s.platform = platforms.first().cloned().or(s.platform);
         let out = build_with(store, &s, reporter)?;
+        let images = vec![out];
+        let cache_export = export_cache(store, settings, &images)?;
         return Ok(MultiOutcome {
-            digest: out.digest.clone(),
-            tags: out.tags.clone(),
-            images: vec![out],
+            digest: images[0].digest.clone(),
+            tags: images[0].tags.clone(),
+            images,
+            cache_export,
         });
     }
     let mut images = Vec::new();
@@ -2044,10 +2114,12 @@ pub fn build_platforms(
         )?;
         tags.push(full);
     }
+    let cache_export = export_cache(store, settings, &images)?;
     Ok(MultiOutcome {
         digest,
         images,
         tags,
+        cache_export,
     })
 }
 
@@ -2080,6 +2152,10 @@ struct StatEntry {
 pub(crate) struct BuildCache {
     dir: PathBuf,
     enabled: bool,
+    /// Records imported from registries (`--cache-from`).
+    remote: Option<super::cache::Imported>,
+    /// Records this build used or made.
+    used: BTreeMap<String, super::cache::Record>,
     stat_path: Option<PathBuf>,
     stat: BTreeMap<String, StatEntry>,
     stat_dirty: bool,
@@ -2099,6 +2175,8 @@ impl BuildCache {
         BuildCache {
             dir,
             enabled,
+            remote: None,
+            used: BTreeMap::new(),
             stat_path: Some(stat_path),
             stat,
             stat_dirty: false,
@@ -2109,10 +2187,30 @@ impl BuildCache {
         self.dir.join("steps").join(format!("{key}.json"))
     }
 
-    fn lookup(&self, store: &Store, key: &str) -> Option<(Descriptor, String)> {
+    fn lookup(&mut self, store: &Store, key: &str) -> Option<(Descriptor, String)> {
         if !self.enabled {
             return None;
         }
+        let local = self.lookup_local(store, key);
+        let found = match local {
+            Some(hit) => Some(hit),
+            None => {
+                let rec = self.remote.as_ref()?.get(store, key)?;
+                self.record(store, key, &rec.layer, &rec.diff_id);
+                Some((rec.layer, rec.diff_id))
+            }
+        }?;
+        self.used.insert(
+            key.to_string(),
+            super::cache::Record {
+                layer: found.0.clone(),
+                diff_id: found.1.clone(),
+            },
+        );
+        Some(found)
+    }
+
+    fn lookup_local(&self, store: &Store, key: &str) -> Option<(Descriptor, String)> {
         let bytes = fs::read(self.record_path(key)).ok()?;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let d: Descriptor = serde_json::from_value(v["layer"].clone()).ok()?;
@@ -2120,7 +2218,14 @@ impl BuildCache {
         (store.blob_size(&d.digest).ok()?? == d.size).then_some((d, diff_id))
     }
 
-    fn record(&self, store: &Store, key: &str, layer: &Descriptor, diff_id: &str) {
+    fn record(&mut self, store: &Store, key: &str, layer: &Descriptor, diff_id: &str) {
+        self.used.insert(
+            key.to_string(),
+            super::cache::Record {
+                layer: layer.clone(),
+                diff_id: diff_id.to_string(),
+            },
+        );
         let body = serde_json::json!({"layer": layer, "diff_id": diff_id});
         let path = self.record_path(key);
         let rel = path

@@ -283,6 +283,19 @@ async fn fetch_blob(
     Ok(desc.size)
 }
 
+/// Downloads one blob of `repo` into the store (verified) unless it is there; returns the
+/// bytes downloaded.
+pub async fn fetch_one(
+    store: &Store,
+    client: &Client,
+    repo: &Repo,
+    desc: &Descriptor,
+) -> Result<u64, TransferError> {
+    let mut silent = crate::progress::Silent;
+    let reporter: RefCell<&mut dyn Reporter> = RefCell::new(&mut silent);
+    fetch_blob(store, client, repo, desc, "layer", &reporter).await
+}
+
 struct Tally {
     downloaded: usize,
     bytes: u64,

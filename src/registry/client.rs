@@ -205,6 +205,18 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(60)))
 }
 
+/// True when a name did not resolve: retrying will not help.
+fn is_dns(e: &reqwest::Error) -> bool {
+    let mut src: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = src {
+        if s.to_string().contains("dns error") {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 fn sha256_of(bytes: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(bytes);
@@ -360,7 +372,7 @@ impl Client {
                 }
                 Err(e) => {
                     // A refused connection may heal (a registry restarting).
-                    if retry && attempt < self.inner.opts.retries && e.is_connect() {
+                    if retry && attempt < self.inner.opts.retries && e.is_connect() && !is_dns(&e) {
                         self.backoff(attempt, None).await;
                         attempt += 1;
                         continue;
@@ -368,7 +380,7 @@ impl Client {
                     return Err(RegistryError::Transport {
                         registry: registry.to_string(),
                         what: format!("cannot reach {base}"),
-                        source: e,
+                        cause: e,
                     });
                 }
             }
@@ -466,7 +478,7 @@ impl Client {
                     return Err(RegistryError::Transport {
                         registry: host.name.clone(),
                         what: "token request".into(),
-                        source: e,
+                        cause: e,
                     });
                 }
             }
@@ -586,7 +598,7 @@ impl Client {
                     return Err(RegistryError::Transport {
                         registry: host.name.clone(),
                         what: what.to_string(),
-                        source: e,
+                        cause: e,
                     });
                 }
             }
@@ -660,7 +672,7 @@ impl Client {
                 return Err(RegistryError::Transport {
                     registry: repo.registry.clone(),
                     what,
-                    source: e,
+                    cause: e,
                 });
             }
         };
@@ -879,7 +891,7 @@ impl Client {
                     rb.send().await.map_err(|e| RegistryError::Transport {
                         registry: repo.registry.clone(),
                         what: format!("{what} from {url}"),
-                        source: e,
+                        cause: e,
                     })?
                 }
             };
@@ -945,7 +957,7 @@ impl Client {
                     Some(e) => Err(RegistryError::Transport {
                         registry: repo.registry.clone(),
                         what: format!("{what} (after {done} of {} bytes)", desc.size),
-                        source: e,
+                        cause: e,
                     }),
                     None => Err(RegistryError::SizeMismatch {
                         what,

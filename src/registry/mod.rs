@@ -56,15 +56,14 @@ pub enum RegistryError {
         what: String,
     },
     /// The connection failed (after retries).
-    #[error("{registry}: {what}: {source}")]
+    #[error("{registry}: {what}: {}", root_cause(.cause))]
     Transport {
         /// Host.
         registry: String,
         /// What was being done.
         what: String,
-        /// The cause.
-        #[source]
-        source: reqwest::Error,
+        /// The cause (its innermost reason is shown).
+        cause: reqwest::Error,
     },
     /// Received bytes do not hash to the digest they were asked by.
     #[error(
@@ -138,6 +137,20 @@ pub enum RegistryError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The innermost reason of a transport error ("connection refused", "too many redirects").
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(s) = last.source() {
+        last = s;
+    }
+    let text = last.to_string();
+    if e.is_timeout() && !text.contains("timed out") {
+        format!("timed out ({text})")
+    } else {
+        text
+    }
 }
 
 fn detail_suffix(code: &Option<String>, message: &str) -> String {
