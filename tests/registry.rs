@@ -1563,3 +1563,242 @@ fn build_cache_through_a_registry_for_empty_runners() {
     let (ok, _, err) = build_cli(&root4, &ctx, &["--cache-to", "type=local,dest=/tmp/x"]);
     assert!(!ok && err.contains("type=registry"), "{err}");
 }
+
+/// Tags an image whose only layer is `layer` with `media` and `urls`.
+fn image_with_layer(
+    store: &Store,
+    name: &str,
+    layer: &[u8],
+    media: &str,
+    urls: &[String],
+) -> String {
+    let ld = store.put_blob(layer, None).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "windows", "os.version": "10.0.17763.1",
+        "rootfs": {"type": "layers", "diff_ids": [ld]}, "config": {}
+    })
+    .to_string();
+    let cd = store.put_blob(config.as_bytes(), None).unwrap();
+    let mut l = serde_json::json!({"mediaType": media, "digest": ld, "size": layer.len()});
+    if !urls.is_empty() {
+        l["urls"] = serde_json::json!(urls);
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [l]
+    })
+    .to_string();
+    let md = store.put_blob(manifest.as_bytes(), None).unwrap();
+    let full = wcbuild::ops::images::normalize(name).unwrap();
+    store
+        .tag(
+            &full,
+            IndexEntry::new(
+                "application/vnd.oci.image.manifest.v1+json",
+                &md,
+                manifest.len() as u64,
+            )
+            .with_reference(&full),
+        )
+        .unwrap();
+    md
+}
+
+#[test]
+fn foreign_layers_are_skipped_on_push_and_fetched_from_their_urls() {
+    // The layer's URL is served over TLS (private CA in certs.d) by a second registry.
+    let work = tempdir("foreign");
+    private_ca(&work);
+    let tls = Registry::start(&format!(
+        "  tls: {{certificate: {}, key: {}}}",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display()
+    ));
+    let certs = work.join("certs.d");
+    std::fs::create_dir_all(certs.join(tls.host())).unwrap();
+    std::fs::copy(work.join("ca.crt"), certs.join(tls.host()).join("ca.crt")).unwrap();
+    let reg = Registry::start("");
+    let (store, _d) = empty_store();
+    let layer: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let o = ClientOptions {
+        certs_dir: certs.clone(),
+        ..opts()
+    };
+    let rt = rt();
+    // The origin holds the blob as an ordinary layer.
+    image_with_layer(
+        &store,
+        "local/origin:1",
+        &layer,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &[],
+    );
+    rt.block_on(push(
+        &store,
+        &Client::new(o.clone()),
+        "local/origin:1",
+        Some(&format!("{}/wcb/origin:1", tls.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let digest = format!("sha256:{}", sha256_hex(&layer));
+    let url = format!("https://{}/v2/wcb/origin/blobs/{digest}", tls.host());
+    image_with_layer(
+        &store,
+        "local/foreign:1",
+        &layer,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        std::slice::from_ref(&url),
+    );
+    // Push: the foreign layer is left out by default.
+    let dest = format!("{}/wcb/foreign:1", reg.host());
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &Client::new(o.clone()),
+            "local/foreign:1",
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pushed.skipped_foreign, [digest.clone()]);
+    assert_eq!(pushed.uploaded, 1, "only the config");
+    let repo = Repo {
+        registry: reg.host(),
+        name: "wcb/foreign".into(),
+    };
+    assert_eq!(
+        rt.block_on(Client::new(o.clone()).blob_size(&repo, &digest))
+            .unwrap(),
+        None
+    );
+    // Pull: the registry does not have it, so it comes from its URL, verified.
+    let (fresh, fresh_dir) = empty_store();
+    rt.block_on(pull(
+        &fresh,
+        &Client::new(o.clone()),
+        &dest,
+        &PullOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    assert_eq!(
+        std::fs::read(fresh_dir.join("blobs/sha256").join(sha256_hex(&layer))).unwrap(),
+        layer
+    );
+    // Without the CA for the URL's host: refused, nothing stored.
+    let (f2, f2_dir) = empty_store();
+    let err = rt
+        .block_on(pull(
+            &f2,
+            &Client::new(opts()),
+            &dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains(&tls.host()), "{err}");
+    assert!(!blob_names(&f2_dir).contains(&sha256_hex(&layer)) && ingest_is_empty(&f2_dir));
+    // --include-foreign uploads it.
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &Client::new(o),
+            "local/foreign:1",
+            Some(&format!("{}/wcb/foreign2:1", reg.host())),
+            &PushOptions {
+                include_foreign: true,
+                ..Default::default()
+            },
+            &mut Silent,
+        ))
+        .unwrap();
+    // (the config was mounted from wcb/foreign, the layer uploaded)
+    assert_eq!((pushed.uploaded, pushed.mounted, pushed.skipped_foreign.len()), (1, 1, 0));
+}
+
+#[test]
+fn credentials_from_a_docker_credential_helper() {
+    let work = tempdir("helper");
+    std::fs::write(
+        work.join("htpasswd"),
+        Command::new("htpasswd")
+            .args(["-Bbn", "wcb", "s3cret"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let reg = Registry::start(&format!(
+        "auth:\n  htpasswd: {{realm: wcbuild-test, path: {}}}",
+        work.join("htpasswd").display()
+    ));
+    // A credential helper on PATH that answers `get` for this registry and logs what it is asked.
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-wcbtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\necho \"$1 $server\" >> {log}\nif [ \"$1\" = get ] && [ \"$server\" = \"{host}\" ]; then\n  echo '{{\"ServerURL\":\"{host}\",\"Username\":\"wcb\",\"Secret\":\"s3cret\"}}'\nelse\n  echo 'credentials not found in native keychain'; exit 1\nfi\n",
+            log = work.join("helper.log").display(),
+            host = reg.host()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = work.join("cfg");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("config.json"),
+        format!("{{\"credHelpers\":{{\"{}\":\"wcbtest\"}}}}", reg.host()),
+    )
+    .unwrap();
+    let (_s, root) = fixture_store();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "push",
+            &format!("{NANO}:ltsc2019"),
+            &format!("{}/wcb/h:1", reg.host()),
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(work.join("helper.log")).unwrap();
+    assert!(log.contains(&format!("get {}", reg.host())), "{log}");
+    // Without the helper's answer the registry refuses.
+    std::fs::write(cfg.join("config.json"), "{}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "push",
+            &format!("{NANO}:ltsc2019"),
+            &format!("{}/wcb/h:2", reg.host()),
+            "--config",
+        ])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wcbuild login"));
+}

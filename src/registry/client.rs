@@ -255,7 +255,12 @@ impl Client {
             || self.inner.opts.insecure.iter().any(|h| h == host)
     }
 
-    fn http_client(&self, host: &str, verify: bool) -> Result<reqwest::Client, RegistryError> {
+    fn http_client(
+        &self,
+        host: &str,
+        verify: bool,
+        https_only: bool,
+    ) -> Result<reqwest::Client, RegistryError> {
         let tls = |message: String| RegistryError::Tls {
             registry: host.to_string(),
             message,
@@ -264,7 +269,8 @@ impl Client {
             .user_agent(user_agent())
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(8);
+            .pool_max_idle_per_host(8)
+            .https_only(https_only);
         let dir = self
             .inner
             .opts
@@ -316,9 +322,13 @@ impl Client {
             _ => auth::lookup(&self.inner.opts.config_dir, registry)?,
         };
         // HTTPS first; plain HTTP only for insecure registries, when HTTPS does not answer.
-        let mut attempts = vec![("https", self.http_client(registry, !insecure)?, !insecure)];
+        let mut attempts = vec![(
+            "https",
+            self.http_client(registry, !insecure, false)?,
+            !insecure,
+        )];
         if insecure {
-            attempts.push(("http", self.http_client(registry, true)?, true));
+            attempts.push(("http", self.http_client(registry, true, false)?, true));
         }
         let mut last = None;
         for (scheme, http, retry) in attempts {
@@ -887,7 +897,18 @@ impl Client {
             let resp = match host {
                 Some(h) => self.send(h, &what, &scopes, true, make).await?,
                 None => {
-                    let rb = make(&self.inner.plain)?;
+                    // A foreign layer's URL: https only, verified (with the certs.d CAs of
+                    // its host), no credentials.
+                    let url_host = url
+                        .strip_prefix("https://")
+                        .and_then(|r| r.split('/').next())
+                        .unwrap_or_default();
+                    let http = if url_host.is_empty() {
+                        self.inner.plain.clone()
+                    } else {
+                        self.http_client(url_host, true, true)?
+                    };
+                    let rb = make(&http)?;
                     rb.send().await.map_err(|e| RegistryError::Transport {
                         registry: repo.registry.clone(),
                         what: format!("{what} from {url}"),
