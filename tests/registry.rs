@@ -1665,7 +1665,7 @@ fn foreign_layers_are_skipped_on_push_and_fetched_from_their_urls() {
             &mut Silent,
         ))
         .unwrap();
-    assert_eq!(pushed.skipped_foreign, [digest.clone()]);
+    assert_eq!(pushed.skipped_foreign.as_slice(), std::slice::from_ref(&digest));
     assert_eq!(pushed.uploaded, 1, "only the config");
     let repo = Repo {
         registry: reg.host(),
