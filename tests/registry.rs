@@ -883,6 +883,11 @@ enum Fault {
     RedirectLoop,
     /// Stream blob bodies from the registry slowly (2 ms per piece).
     Slow,
+    /// Refuse uploads in one PUT (as some registries do): 400 to a PUT with a body.
+    RefuseMonolithic,
+    /// Break the first monolithic upload half way: forward half of it, then drop the
+    /// connection without an answer.
+    CutUpload,
 }
 
 struct Proxy {
@@ -906,6 +911,7 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let count = Arc::new(AtomicUsize::new(0));
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -939,6 +945,7 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                 .path_and_query()
                                 .map(|p| p.to_string())
                                 .unwrap_or_default();
+                            let put = req.method() == hyper::Method::PUT;
                             let is_blob = path.contains("/blobs/sha256:")
                                 && req.method() == hyper::Method::GET;
                             let is_manifest =
@@ -980,9 +987,8 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                             let mut rb =
                                 http.request(method, format!("http://127.0.0.1:{upstream}{path}"));
                             for (k, v) in req.headers() {
-                                if k != "host" {
-                                    rb = rb.header(k.as_str(), v.as_bytes());
-                                }
+                                // Host too: the registry builds upload locations from it, so they point back at us.
+                                rb = rb.header(k.as_str(), v.as_bytes());
                             }
                             let body = req
                                 .into_body()
@@ -990,6 +996,24 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
+                            let is_put_upload = path.contains("/blobs/uploads/") && put;
+                            if is_put_upload && !body.is_empty() && fault == Fault::RefuseMonolithic {
+                                return Ok(full(400, vec![], br#"{"errors":[{"code":"UNSUPPORTED","message":"monolithic uploads are off"}]}"#.to_vec()));
+                            }
+                            if is_put_upload && body.len() > 1000 && fault == Fault::CutUpload && count.fetch_add(1, Ordering::SeqCst) == 0 {
+                                let half = body.len() / 2;
+                                let patch_path = path.split("&digest=").next().unwrap_or(&path).split("?digest=").next().unwrap_or(&path).to_string();
+                                let _ = http
+                                    .patch(format!("http://127.0.0.1:{upstream}{patch_path}"))
+                                    .header("Content-Type", "application/octet-stream")
+                                    .header("Content-Range", format!("0-{}", half - 1))
+                                    .body(body[..half].to_vec())
+                                    .send()
+                                    .await;
+                                // No answer: the client sees the connection break.
+                                let items: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![Err(std::io::Error::other("cut"))];
+                                return Ok(hyper::Response::builder().status(200).header("Content-Length", "10").body(StreamBody::new(futures_util::stream::iter(items)).boxed()).unwrap());
+                            }
                             let resp = match rb.body(body.to_vec()).send().await {
                                 Ok(r) => r,
                                 Err(_) => return Ok(full(502, vec![], b"upstream down".to_vec())),
@@ -1665,7 +1689,10 @@ fn foreign_layers_are_skipped_on_push_and_fetched_from_their_urls() {
             &mut Silent,
         ))
         .unwrap();
-    assert_eq!(pushed.skipped_foreign.as_slice(), std::slice::from_ref(&digest));
+    assert_eq!(
+        pushed.skipped_foreign.as_slice(),
+        std::slice::from_ref(&digest)
+    );
     assert_eq!(pushed.uploaded, 1, "only the config");
     let repo = Repo {
         registry: reg.host(),
@@ -1718,7 +1745,14 @@ fn foreign_layers_are_skipped_on_push_and_fetched_from_their_urls() {
         ))
         .unwrap();
     // (the config was mounted from wcb/foreign, the layer uploaded)
-    assert_eq!((pushed.uploaded, pushed.mounted, pushed.skipped_foreign.len()), (1, 1, 0));
+    assert_eq!(
+        (
+            pushed.uploaded,
+            pushed.mounted,
+            pushed.skipped_foreign.len()
+        ),
+        (1, 1, 0)
+    );
 }
 
 #[test]
@@ -1801,4 +1835,88 @@ fn credentials_from_a_docker_credential_helper() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wcbuild login"));
+}
+
+/// Pushes a 3 MB image through a proxy injecting `fault`, with 1 MiB chunks.
+fn push_through(
+    fault: Fault,
+) -> (
+    Result<wcbuild::ops::registry::Pushed, TransferError>,
+    Proxy,
+    Registry,
+) {
+    let reg = Registry::start("");
+    let (store, _d) = empty_store();
+    random_image(&store, "local/up:1", 3_000_000, 5);
+    let proxy = start_proxy(reg.port, fault);
+    let o = ClientOptions {
+        chunk_size: 1 << 20,
+        ..opts()
+    };
+    let res = rt().block_on(push(
+        &store,
+        &Client::new(o),
+        "local/up:1",
+        Some(&format!("127.0.0.1:{}/wcb/up:1", proxy.port)),
+        &PushOptions::default(),
+        &mut Silent,
+    ));
+    (res, proxy, reg)
+}
+
+fn registry_has(reg: &Registry, repo: &str, tag: &str) -> bool {
+    rt().block_on(Client::new(opts()).head_manifest(
+        &Repo {
+            registry: reg.host(),
+            name: repo.into(),
+        },
+        tag,
+    ))
+    .unwrap()
+    .is_some()
+}
+
+#[test]
+fn refused_monolithic_uploads_go_chunked() {
+    let (res, proxy, reg) = push_through(Fault::RefuseMonolithic);
+    res.unwrap();
+    let seen = proxy.seen.lock().unwrap().clone();
+    let patches = seen.iter().filter(|l| l.starts_with("PATCH")).count();
+    assert_eq!(
+        patches, 4,
+        "the layer in three 1 MiB chunks, the config in one: {seen:?}"
+    );
+    assert!(registry_has(&reg, "wcb/up", "1"));
+}
+
+#[test]
+fn a_broken_upload_resumes_from_its_status() {
+    let (res, proxy, reg) = push_through(Fault::CutUpload);
+    let pushed = res.unwrap();
+    assert_eq!(pushed.uploaded, 2);
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("GET") && l.contains("/blobs/uploads/")),
+        "no status request: {seen:?}"
+    );
+    assert!(registry_has(&reg, "wcb/up", "1"));
+    // The registry holds exactly the bytes of the store.
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/wcb/up:1", reg.host()),
+    ]);
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let repo = Repo {
+        registry: reg.host(),
+        name: "wcb/up".into(),
+    };
+    assert_eq!(
+        rt().block_on(Client::new(opts()).blob_size(&repo, &layer))
+            .unwrap(),
+        Some(3_000_000)
+    );
 }
