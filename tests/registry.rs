@@ -176,6 +176,27 @@ fn random_image(store: &Store, name: &str, size: usize, seed: u64) -> String {
     md
 }
 
+/// An uncompressed tar holding one file `name` with `data`.
+fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| b as u32).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
+    out
+}
+
 fn blob_names(root: &Path) -> BTreeSet<String> {
     std::fs::read_dir(root.join("blobs/sha256"))
         .map(|d| {
@@ -893,7 +914,18 @@ enum Fault {
 struct Proxy {
     port: u16,
     seen: Arc<Mutex<Vec<String>>>,
+    /// The most large (over 1 MB) blob bodies streamed at once (slow mode).
+    max_active: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
+}
+
+/// Counts a body being streamed until it is dropped.
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
@@ -917,16 +949,21 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
         .build()
         .unwrap();
     let seen2 = seen.clone();
+    let active = Arc::new(AtomicUsize::new(0));
+    let max_active = Arc::new(AtomicUsize::new(0));
+    let (active2, max2) = (active.clone(), max_active.clone());
     rt.spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let (http, seen, count) = (http.clone(), seen2.clone(), count.clone());
+            let (active, max_active) = (active2.clone(), max2.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let (http, seen, count) = (http.clone(), seen.clone(), count.clone());
+                        let (active, max_active) = (active.clone(), max_active.clone());
                         async move {
                             let full = |status: u16, hdrs: Vec<(String, String)>, b: Vec<u8>| {
                                 let mut r = hyper::Response::builder().status(status);
@@ -1027,9 +1064,17 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                         r = r.header(k.as_str(), v.as_bytes());
                                     }
                                 }
-                                let s = resp.bytes_stream().then(|item| async move {
-                                    tokio::time::sleep(Duration::from_millis(1)).await;
-                                    item.map(Frame::data).map_err(std::io::Error::other)
+                                let guard = (resp.content_length().unwrap_or(0) > 1_000_000).then(|| {
+                                    let n = active.fetch_add(1, Ordering::SeqCst) + 1;
+                                    max_active.fetch_max(n, Ordering::SeqCst);
+                                    Active(active.clone())
+                                });
+                                let s = resp.bytes_stream().then(move |item| {
+                                    let _alive = &guard;
+                                    async move {
+                                        tokio::time::sleep(Duration::from_millis(1)).await;
+                                        item.map(Frame::data).map_err(std::io::Error::other)
+                                    }
                                 });
                                 return Ok(r.body(BodyExt::boxed(StreamBody::new(s))).unwrap());
                             }
@@ -1094,6 +1139,7 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
     Proxy {
         port,
         seen,
+        max_active,
         _rt: rt,
     }
 }
@@ -1918,5 +1964,53 @@ fn a_broken_upload_resumes_from_its_status() {
         rt().block_on(Client::new(opts()).blob_size(&repo, &layer))
             .unwrap(),
         Some(3_000_000)
+    );
+}
+
+#[test]
+fn independent_stages_pull_their_bases_concurrently() {
+    let reg = Registry::start("");
+    let (store, _d) = empty_store();
+    for (n, seed) in [("one", 21u8), ("two", 22u8)] {
+        let data: Vec<u8> = (0..8_000_000u32)
+            .map(|i| (i as u8).wrapping_mul(seed))
+            .collect();
+        let layer = tar_of(&format!("{n}.bin"), &data);
+        image_with_layer(
+            &store,
+            &format!("local/{n}:1"),
+            &layer,
+            "application/vnd.oci.image.layer.v1.tar",
+            &[],
+        );
+    }
+    let rt = rt();
+    for n in ["one", "two"] {
+        rt.block_on(push(
+            &store,
+            &Client::new(opts()),
+            &format!("local/{n}:1"),
+            Some(&format!("{}/wcb/{n}:1", reg.host())),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    }
+    let proxy = start_proxy(reg.port, Fault::Slow);
+    let via = format!("127.0.0.1:{}", proxy.port);
+    let ctx = tempdir("stages");
+    std::fs::write(ctx.join("x.txt"), "x").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {via}/wcb/one:1 AS one\nCOPY x.txt /one/\n\nFROM {via}/wcb/two:1\nCOPY --from=one /one/x.txt /\n"),
+    )
+    .unwrap();
+    let (_s, root) = empty_store();
+    let (ok, _, err) = build_cli(&root, &ctx, &["--progress", "plain"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        proxy.max_active.load(Ordering::SeqCst),
+        2,
+        "the two bases were not fetched at the same time"
     );
 }

@@ -268,6 +268,7 @@ pub fn build_with(
     // A first pass finds the image bases (FROM lines may use ARGs); their platforms and ENV
     // then shape the real plan (a Windows base makes a Windows stage, its ENV is in scope).
     if let (Some(first), _) = plan::plan(&df, &checked, &opts) {
+        prefetch_bases(store, settings, &checked, &first);
         for st in first.stages.iter().filter(|s| s.base_stage.is_none()) {
             if st.base.eq_ignore_ascii_case("scratch") {
                 continue;
@@ -821,6 +822,48 @@ fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<IgnoreFile, 
         }
     }
     Ok(IgnoreFile::default())
+}
+
+/// Pulls the base images of all stages that the store does not have, concurrently (one thread
+/// each), before the stages are prepared one by one; errors are left for the stage to report
+/// with its Dockerfile line.
+fn prefetch_bases(
+    store: &Store,
+    settings: &BuildSettings,
+    checked: &crate::dockerfile::check::Checked,
+    first: &plan::Plan,
+) {
+    let Some(remote) = &settings.registry else {
+        return;
+    };
+    let mut wanted: Vec<(String, Platform, bool)> = Vec::new();
+    for st in first.stages.iter().filter(|s| s.base_stage.is_none()) {
+        if st.base.eq_ignore_ascii_case("scratch") || settings.contexts.contains_key(&st.base) {
+            continue;
+        }
+        if !matches!(
+            images::resolve(store, &st.base),
+            Err(ImageError::NotFound(_))
+        ) {
+            continue;
+        }
+        let explicit = checked.stages[st.index].platform.is_some() || settings.platform.is_some();
+        if !wanted.iter().any(|(b, _, _)| *b == st.base) {
+            wanted.push((st.base.clone(), st.platform.clone(), explicit));
+        }
+    }
+    if wanted.len() < 2 {
+        return;
+    }
+    std::thread::scope(|scope| {
+        for (base, platform, explicit) in &wanted {
+            scope.spawn(move || {
+                if let Err(e) = resolve_base(store, base, platform, *explicit, Some(remote)) {
+                    tracing::debug!("prefetching `{base}`: {e}");
+                }
+            });
+        }
+    });
 }
 
 fn resolve_base(
