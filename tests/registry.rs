@@ -2014,3 +2014,91 @@ fn independent_stages_pull_their_bases_concurrently() {
         "the two bases were not fetched at the same time"
     );
 }
+
+#[test]
+fn add_downloads_https_urls_verified() {
+    // A TLS registry serves a blob; ADD fetches it by URL over https, trusting the private CA
+    // from --certs-dir, and checks --checksum.
+    let work = tempdir("addhttps");
+    private_ca(&work);
+    let tls = Registry::start(&format!(
+        "  tls: {{certificate: {}, key: {}}}",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display()
+    ));
+    let certs = work.join("certs.d");
+    std::fs::create_dir_all(certs.join(tls.host())).unwrap();
+    std::fs::copy(work.join("ca.crt"), certs.join(tls.host()).join("ca.crt")).unwrap();
+    let (store, _d) = empty_store();
+    let payload: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+    image_with_layer(
+        &store,
+        "local/file:1",
+        &payload,
+        "application/vnd.oci.image.layer.v1.tar",
+        &[],
+    );
+    let o = ClientOptions {
+        certs_dir: certs.clone(),
+        ..opts()
+    };
+    rt().block_on(push(
+        &store,
+        &Client::new(o),
+        "local/file:1",
+        Some(&format!("{}/wcb/file:1", tls.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let sum = format!("sha256:{}", sha256_hex(&payload));
+    let url = format!("https://{}/v2/wcb/file/blobs/{sum}", tls.host());
+    let ctx = tempdir("addctx");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={sum} {url} /opt/tool.bin\n"),
+    )
+    .unwrap();
+    let (_s, root) = empty_store();
+    let certs_arg = certs.to_str().unwrap();
+    let (ok, digest, err) = build_cli(
+        &root,
+        &ctx,
+        &[
+            "--progress",
+            "plain",
+            "--certs-dir",
+            certs_arg,
+            "-t",
+            "add:1",
+        ],
+    );
+    assert!(ok, "{err}");
+    // The layer holds the file, byte for byte.
+    let s = Store::open(&root).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&s.read_blob(&digest).unwrap()).unwrap();
+    let layer = s.read_blob(m["layers"][0]["digest"].as_str().unwrap());
+    let raw = match layer {
+        Ok(b) => b,
+        Err(_) => std::fs::read(
+            root.join("blobs/sha256").join(
+                m["layers"][0]["digest"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .unwrap(),
+    };
+    let mut gz = flate2::read::GzDecoder::new(&raw[..]);
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut gz, &mut tar).unwrap();
+    assert!(tar.windows(payload.len()).any(|w| w == payload.as_slice()));
+    // Without the CA: a clear TLS error naming the URL.
+    let (ok, _, err) = build_cli(&root, &ctx, &["--progress", "plain", "--no-cache"]);
+    assert!(!ok);
+    assert!(
+        err.contains("ADD https://") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}

@@ -6,8 +6,8 @@
 //! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
 //! `COPY --from` reads an earlier stage's or a store image's file system, assembled from its
 //! layers in a temporary directory. ONBUILD triggers of an image base run after its FROM.
-//! Not yet: `ADD` of https URLs and git repositories. Each of those
-//! stops the build with a message naming the instruction, rather than doing something else.
+//! Not yet: `ADD` of git repositories, which stops the build with a message naming the
+//! instruction, rather than doing something else.
 
 use super::dockerfile::{self as df_ops, ReadError};
 use super::images::{self, ImageError};
@@ -1172,7 +1172,10 @@ fn copy_step(
     // Archives ADD unpacks, removed when the step ends, however it ends.
     let mut unpacked = TempDirs(Vec::new());
     for src in &spec.sources {
-        if add && src.starts_with("http://") && !src.ends_with(".git") {
+        if add
+            && (src.starts_with("http://") || src.starts_with("https://"))
+            && !src.ends_with(".git")
+        {
             printed.push(src.clone());
             let dir = std::env::temp_dir().join(format!(
                 "wcbuild-url-{}-{}",
@@ -1182,7 +1185,7 @@ fn copy_step(
             fs::create_dir_all(&dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
             unpacked.0.push(dir.clone());
             let file = dir.join("download");
-            let digest = http_download(src, &file)?;
+            let digest = http_download(src, &file, settings.registry.as_ref())?;
             if let Some(want) = &spec.checksum
                 && *want != digest
             {
@@ -1213,7 +1216,7 @@ fn copy_step(
         }
         if add && (src.contains("://") || src.starts_with("git@")) {
             return Err(format!(
-                "ADD of `{src}` is not supported yet in this version of wcbuild (plain http:// URLs are; https and git come with the registry client)"
+                "ADD of `{src}` is not supported yet in this version of wcbuild (http and https URLs are; git repositories are not)"
             ));
         }
         printed.push(src.clone());
@@ -1567,94 +1570,18 @@ fn trigger_steps(
         .unwrap_or_default())
 }
 
-/// Downloads a plain-HTTP URL into `file` (following up to 5 redirects), returning the
-/// content's `sha256:` digest. HTTPS needs the TLS client that comes with registry support.
-fn http_download(url: &str, file: &Path) -> Result<String, String> {
-    use sha2::{Digest as _, Sha256};
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut current = url.to_string();
-    for _ in 0..5 {
-        let rest = current.strip_prefix("http://").ok_or_else(|| {
-            format!("ADD {url}: redirected to `{current}`, which is not plain http")
-        })?;
-        let (hostport, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let addr = if hostport.contains(':') {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:80")
-        };
-        let mut conn = std::net::TcpStream::connect(&addr)
-            .map_err(|e| format!("ADD {url}: connect to {addr}: {e}"))?;
-        conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-            .ok();
-        let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {hostport}\r\nUser-Agent: wcbuild\r\nConnection: close\r\n\r\n"
-        );
-        conn.write_all(request.as_bytes())
-            .map_err(|e| format!("ADD {url}: {e}"))?;
-        let mut r = BufReader::new(conn);
-        let mut status = String::new();
-        r.read_line(&mut status)
-            .map_err(|e| format!("ADD {url}: {e}"))?;
-        let code: u16 = status
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let mut location = None;
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line)
-                .map_err(|e| format!("ADD {url}: {e}"))?
-                == 0
-                || line.trim().is_empty()
-            {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("location")
-            {
-                location = Some(v.trim().to_string());
-            }
-        }
-        match code {
-            200 => {
-                let mut out =
-                    fs::File::create(file).map_err(|e| format!("`{}`: {e}", file.display()))?;
-                let mut h = Sha256::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = r.read(&mut buf).map_err(|e| format!("ADD {url}: {e}"))?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                    out.write_all(&buf[..n])
-                        .map_err(|e| format!("`{}`: {e}", file.display()))?;
-                }
-                return Ok(crate::layer::compress::format_digest(&h.finalize()));
-            }
-            301 | 302 | 303 | 307 | 308 => {
-                let l =
-                    location.ok_or_else(|| format!("ADD {url}: redirect without a Location"))?;
-                current = if l.starts_with('/') {
-                    format!("http://{hostport}{l}")
-                } else {
-                    l
-                };
-            }
-            _ => {
-                return Err(format!(
-                    "ADD {url}: the server answered `{}`",
-                    status.trim()
-                ));
-            }
-        }
-    }
-    Err(format!("ADD {url}: too many redirects"))
+/// Downloads an http(s) URL into `file`, returning the content's `sha256:` digest.
+fn http_download(
+    url: &str,
+    file: &Path,
+    remote: Option<&crate::registry::ClientOptions>,
+) -> Result<String, String> {
+    let client = crate::registry::Client::new(remote.cloned().unwrap_or_default());
+    let mut out = fs::File::create(file).map_err(|e| format!("`{}`: {e}", file.display()))?;
+    let (digest, _, _) = super::registry::runtime()
+        .block_on(client.fetch_url(url, &mut out))
+        .map_err(|e| format!("ADD {url}: {e}"))?;
+    Ok(digest)
 }
 
 /// Directories removed when dropped.

@@ -205,11 +205,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs.min(60)))
 }
 
-/// True when a name did not resolve: retrying will not help.
+/// True when retrying will not help: a name that does not resolve, a certificate refused.
 fn is_dns(e: &reqwest::Error) -> bool {
     let mut src: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = src {
-        if s.to_string().contains("dns error") {
+        let text = s.to_string();
+        if text.contains("dns error") || text.contains("certificate") {
             return true;
         }
         src = s.source();
@@ -599,7 +600,8 @@ impl Client {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    let transient = e.is_connect() || e.is_timeout() || e.is_request();
+                    let transient =
+                        (e.is_connect() || e.is_timeout() || e.is_request()) && !is_dns(&e);
                     if idempotent && transient && attempt < self.inner.opts.retries {
                         self.backoff(attempt, None).await;
                         attempt += 1;
@@ -990,6 +992,70 @@ impl Client {
             tracing::debug!(what, done, "download interrupted; resuming");
             self.backoff(failures - 1, None).await;
         }
+    }
+
+    /// Downloads any http(s) URL (for `ADD`) into `out`, with no credentials: TLS verified
+    /// against the system roots plus the `certs.d` CAs of its host, up to 10 redirects,
+    /// retries on 429/5xx and refused connections. Returns the content's `sha256:` digest, its
+    /// size and its `Last-Modified` header.
+    pub async fn fetch_url(
+        &self,
+        url: &str,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(String, u64, Option<String>), RegistryError> {
+        let host = url
+            .split_once("://")
+            .map(|(_, r)| r.split(['/', '?', '#']).next().unwrap_or(""))
+            .unwrap_or("")
+            .to_string();
+        let http = self.http_client(&host, true, false)?;
+        let mut attempt = 0;
+        let resp = loop {
+            match http.get(url).send().await {
+                Ok(r) if self.retryable_status(r.status()) && attempt < self.inner.opts.retries => {
+                    self.backoff(attempt, retry_after(r.headers())).await;
+                }
+                Ok(r) => break r,
+                Err(e) if attempt < self.inner.opts.retries && e.is_connect() && !is_dns(&e) => {
+                    self.backoff(attempt, None).await;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Transport {
+                        registry: host,
+                        what: format!("GET {url}"),
+                        cause: e,
+                    });
+                }
+            }
+            attempt += 1;
+        };
+        if !resp.status().is_success() {
+            return Err(RegistryError::Status {
+                registry: host,
+                what: format!("GET {url}"),
+                status: resp.status().as_u16(),
+                code: None,
+                message: String::new(),
+            });
+        }
+        let modified = header_str(&resp, header::LAST_MODIFIED);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(item) = stream.next().await {
+            let chunk = item.map_err(|e| RegistryError::Transport {
+                registry: host.clone(),
+                what: format!("GET {url}"),
+                cause: e,
+            })?;
+            hasher.update(&chunk);
+            out.write_all(&chunk).map_err(|e| RegistryError::Io {
+                what: format!("writing the download of {url}"),
+                source: e,
+            })?;
+            size += chunk.len() as u64;
+        }
+        Ok((format!("sha256:{:x}", hasher.finalize()), size, modified))
     }
 
     /// Pushes the blob in file `path` (`size` bytes, `digest`) unless the repository has it:
