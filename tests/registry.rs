@@ -2,6 +2,9 @@
 //! loopback ports, plain, with htpasswd + TLS, and with token auth from a small token server;
 //! skopeo and oci-client as peers; a fault-injecting proxy between us and the registry.
 
+// The registry tests start Debian's docker-registry and shell-script credential helpers.
+#![cfg(unix)]
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::TcpListener;

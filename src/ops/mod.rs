@@ -7,6 +7,7 @@ pub mod build;
 pub mod cache;
 pub mod dockerfile;
 pub mod fixtures;
+pub mod host;
 pub mod images;
 pub mod layer;
 pub mod registry;

@@ -396,8 +396,7 @@ pub async fn pull(
         present: 0,
         blobs: BTreeSet::new(),
     };
-    let host = Platform::host();
-    let wanted = opts.platform.clone().unwrap_or_else(|| host.clone());
+    let wanted = opts.platform.clone().unwrap_or_else(super::host::platform);
     let mut platforms = Vec::new();
     let tagged: IndexEntry;
     if media::is_index(&top.media_type) {
