@@ -5,7 +5,9 @@
 //! with 20 layers of a twentieth of that each. Random bytes stand in for gzip data (a registry
 //! does not look inside). Measured: first push (wcbuild to one repository, skopeo from the
 //! store's OCI layout to another), a second push of the same image (everything present), and a
-//! pull into an empty store / an empty OCI layout. Ratios are printed.
+//! pull into an empty store / an empty OCI layout. Each tool moves its own image (same sizes,
+//! different random bytes), so neither finds the other's blobs in the registry or the page
+//! cache. Ratios and wcbuild's peak RSS are printed.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -113,6 +115,8 @@ fn main() {
     let store = Store::open(&store_dir).unwrap();
     image(&store, "bench/one:1", 1, total, 1);
     image(&store, "bench/twenty:1", 20, total / 20, 2);
+    image(&store, "bench/one:s", 1, total, 3);
+    image(&store, "bench/twenty:s", 20, total / 20, 4);
     let client = Client::new(ClientOptions::default());
     let rt = wcbuild::ops::registry::runtime();
     println!(
@@ -123,7 +127,7 @@ fn main() {
         let repo = name.split(':').next().unwrap();
         let ours = format!("{host}/{repo}-wcb:1");
         let theirs = format!("{host}/{repo}-skopeo:1");
-        let full = wcbuild::ops::images::normalize(name).unwrap();
+        let full = wcbuild::ops::images::normalize(&name.replace(":1", ":s")).unwrap();
         let push_w = timed(|| {
             rt.block_on(push(
                 &store,
@@ -197,6 +201,15 @@ fn main() {
         let _ = std::fs::remove_dir_all(&layout);
         drop(fresh_store);
     }
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.trim_start_matches("VmHWM:").trim().to_string())
+        })
+        .unwrap_or_default();
+    println!("wcbuild peak RSS (whole bench process, image creation included): {hwm}");
     let _ = reg.kill();
     let _ = reg.wait();
     let _ = std::fs::remove_dir_all(Path::new(&work));

@@ -217,6 +217,24 @@ fn describe_platforms(idx: &Index) -> Vec<String> {
         .collect()
 }
 
+fn transfer(
+    action: &'static str,
+    kind: &'static str,
+    digest: &str,
+    done: u64,
+    total: u64,
+    state: TransferState,
+) -> Event {
+    Event::Transfer {
+        action,
+        digest: digest.to_string(),
+        kind,
+        done,
+        total,
+        state,
+    }
+}
+
 /// Downloads one blob into the store unless it is there. Returns the bytes downloaded.
 async fn fetch_blob(
     store: &Store,
@@ -224,29 +242,21 @@ async fn fetch_blob(
     repo: &Repo,
     desc: &Descriptor,
     kind: &'static str,
-    reporter: &RefCell<&mut dyn Reporter>,
+    emit: &(dyn Fn(Event) + Send + Sync),
 ) -> Result<u64, TransferError> {
-    if store.blob_size(&desc.digest)? == Some(desc.size) {
-        emit(
-            reporter,
+    let (d, size) = (desc.digest.as_str(), desc.size);
+    if store.blob_size(d)? == Some(size) {
+        emit(transfer(
             "pull",
             kind,
-            &desc.digest,
-            desc.size,
-            desc.size,
+            d,
+            size,
+            size,
             TransferState::Present,
-        );
+        ));
         return Ok(0);
     }
-    emit(
-        reporter,
-        "pull",
-        kind,
-        &desc.digest,
-        0,
-        desc.size,
-        TransferState::Started,
-    );
+    emit(transfer("pull", kind, d, 0, size, TransferState::Started));
     let mut sink = StoreSink {
         store,
         writer: Some(store.blob_writer()?),
@@ -255,32 +265,28 @@ async fn fetch_blob(
     let mut progress = |done: u64| {
         if done >= last + (4 << 20) {
             last = done;
-            emit(
-                reporter,
+            emit(transfer(
                 "pull",
                 kind,
-                &desc.digest,
+                d,
                 done,
-                desc.size,
+                size,
                 TransferState::Progress,
-            );
+            ));
         }
     };
     client
         .get_blob(repo, desc, &mut sink, &mut progress)
         .await?;
     let writer = sink.writer.take().expect("the sink keeps its writer");
-    writer.commit(Some(&desc.digest), Some(desc.size))?;
-    emit(
-        reporter,
-        "pull",
-        kind,
-        &desc.digest,
-        desc.size,
-        desc.size,
-        TransferState::Done,
-    );
-    Ok(desc.size)
+    // The commit waits for the disk (fsync): let the other transfers go on meanwhile.
+    let commit = || writer.commit(Some(d), Some(size));
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(commit)?,
+        _ => commit()?,
+    };
+    emit(transfer("pull", kind, d, size, size, TransferState::Done));
+    Ok(size)
 }
 
 /// Downloads one blob of `repo` into the store (verified) unless it is there; returns the
@@ -291,9 +297,7 @@ pub async fn fetch_one(
     repo: &Repo,
     desc: &Descriptor,
 ) -> Result<u64, TransferError> {
-    let mut silent = crate::progress::Silent;
-    let reporter: RefCell<&mut dyn Reporter> = RefCell::new(&mut silent);
-    fetch_blob(store, client, repo, desc, "layer", &reporter).await
+    fetch_blob(store, client, repo, desc, "layer", &|_| {}).await
 }
 
 struct Tally {
@@ -316,13 +320,50 @@ async fn fetch_image(
     let m: Manifest = parse(&manifest.bytes, &manifest.digest, "manifest")?;
     let mut blobs: Vec<(&Descriptor, &'static str)> = vec![(&m.config, "config")];
     blobs.extend(m.layers.iter().map(|l| (l, "layer")));
-    // Largest first, so the long transfers overlap the short ones.
+    // Largest first, so the long transfers overlap the short ones. Each blob is its own task,
+    // so hashing and writing spread over the runtime's threads; events come back by channel.
     blobs.sort_by_key(|(d, _)| std::cmp::Reverse(d.size));
-    let results: Vec<Result<u64, TransferError>> = futures_util::stream::iter(blobs.iter())
-        .map(|(d, kind)| fetch_blob(store, client, repo, d, kind, reporter))
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (d, kind) in &blobs {
+        let (store, client, repo, d, kind) = (
+            store.clone(),
+            client.clone(),
+            repo.clone(),
+            (*d).clone(),
+            *kind,
+        );
+        let (tx, permits) = (tx.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let emit = move |e: Event| {
+                let _ = tx.send(e);
+            };
+            fetch_blob(&store, &client, &repo, &d, kind, &emit).await
+        });
+    }
+    drop(tx);
+    let mut results: Vec<Result<u64, TransferError>> = Vec::new();
+    loop {
+        tokio::select! {
+            Some(e) = rx.recv() => reporter.borrow_mut().event(e),
+            joined = tasks.join_next() => match joined {
+                Some(Ok(r)) => {
+                    if r.is_err() {
+                        tasks.abort_all();
+                    }
+                    results.push(r);
+                }
+                Some(Err(e)) if e.is_cancelled() => {}
+                Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+                None => break,
+            },
+        }
+    }
+    while let Ok(e) = rx.try_recv() {
+        reporter.borrow_mut().event(e);
+    }
     for r in results {
         match r? {
             0 => tally.present += 1,

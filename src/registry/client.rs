@@ -840,8 +840,8 @@ impl Client {
         &self,
         repo: &Repo,
         desc: &Descriptor,
-        sink: &mut dyn BlobSink,
-        progress: &mut dyn FnMut(u64),
+        sink: &mut (dyn BlobSink + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(), RegistryError> {
         let host = self.host(&repo.registry).await?;
         let url = Self::url(&host, repo, &format!("blobs/{}", desc.digest));
@@ -876,8 +876,8 @@ impl Client {
         repo: &Repo,
         url: &str,
         desc: &Descriptor,
-        sink: &mut dyn BlobSink,
-        progress: &mut dyn FnMut(u64),
+        sink: &mut (dyn BlobSink + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<(), RegistryError> {
         let what = format!("blob {}", short(&desc.digest));
         let scopes = [repo.pull_scope()];
@@ -1436,8 +1436,39 @@ fn file_body(
             what: format!("seek {}", path.display()),
             source: e,
         })?;
-    let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(f), len);
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |r| {
+    // A reader thread keeps up to 4 MiB ready ahead of the socket (tokio's file reads go
+    // through the blocking pool one small read at a time, which is slower).
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<bytes::Bytes>>(4);
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut left = len;
+        while left > 0 {
+            let mut buf = vec![0u8; (1 << 20).min(left) as usize];
+            let r = f.read(&mut buf).and_then(|n| {
+                if n == 0 {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank",
+                    ))
+                } else {
+                    Ok(n)
+                }
+            });
+            let item = r.map(|n| {
+                buf.truncate(n);
+                left -= n as u64;
+                bytes::Bytes::from(buf)
+            });
+            let failed = item.is_err();
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .map(move |r| {
         if let Ok(b) = &r {
             sent.fetch_add(b.len() as u64, Ordering::Relaxed);
         }

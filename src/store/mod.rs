@@ -161,11 +161,12 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// An open store. Holds a shared lock on the store for as long as it lives.
-#[derive(Debug)]
+/// An open store. Holds a shared lock on the store for as long as it (or a clone) lives;
+/// clones are cheap and share the lock.
+#[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
-    _lock: File,
+    _lock: std::sync::Arc<File>,
 }
 
 /// The default store directory: `$XDG_DATA_HOME/wcbuild` (or `~/.local/share/wcbuild`) on Linux,
@@ -199,7 +200,10 @@ impl Store {
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
         lock.lock_shared().map_err(io_err("lock", &lock_path))?;
-        let store = Store { root, _lock: lock };
+        let store = Store {
+            root,
+            _lock: std::sync::Arc::new(lock),
+        };
         store.init_files()?;
         Ok(store)
     }
@@ -491,7 +495,10 @@ impl Store {
         if lock.try_lock().is_err() {
             return Err(StoreError::Busy(root));
         }
-        let store = Store { root, _lock: lock };
+        let store = Store {
+            root,
+            _lock: std::sync::Arc::new(lock),
+        };
         store.prune_locked(extra_roots)
     }
 
@@ -589,7 +596,14 @@ impl Write for BlobWriter<'_> {
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
         let n = f.write(buf)?;
         self.hasher.update(&buf[..n]);
+        let before = self.size;
         self.size += n as u64;
+        // Start writing back every 8 MiB as it comes, so that the fsync at commit finds
+        // little left to do (the disk works while the data still streams in).
+        const STEP: u64 = 8 << 20;
+        if before / STEP != self.size / STEP {
+            fsutil::start_writeback(f, (before / STEP) * STEP, STEP);
+        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
