@@ -4,6 +4,7 @@
 //! - [`dockerfile`]: the Dockerfile language (parser, expansion lexer, validation, .dockerignore)
 //! - [`plan`]: stages, ARG scoping and expansion, per platform
 //! - [`image`]: references, platforms and os.version matching, manifests, configs, media types
+//! - [`report`]: dedup analysis over layer indexes, and its table, JSON and HTML renderers
 //! - [`ops`]: the use cases the commands call
 //! - [`cli`]: the command line; the only part that prints
 
@@ -14,4 +15,5 @@ pub mod layer;
 pub mod ops;
 pub mod plan;
 pub mod progress;
+pub mod report;
 pub mod store;

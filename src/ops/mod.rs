@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod dedup;
 pub mod dockerfile;
 pub mod fixtures;
 pub mod images;

@@ -1,0 +1,911 @@
+//! Dedup reports over image sets whose answers are known by construction: real gzip layers
+//! written with the layer writer (or the Windows fixtures), every metric asserted to its exact
+//! value; the CLI's table, JSON, HTML (checked in headless Chromium) and CI gates.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use wcbuild::image::media;
+use wcbuild::layer::tar::{Header, Kind};
+use wcbuild::layer::{Compression, Format, LayerDigests, LayerOptions, LayerWriter};
+use wcbuild::ops::dedup::{DedupOptions, Source, dedup};
+use wcbuild::report::Report;
+use wcbuild::report::analysis::{ImageReport, OffenderKind};
+use wcbuild::store::{IndexEntry, Store};
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wcbuild-dedup-test-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn wcbuild(root: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Deterministic bytes that do not compress to nothing; a different seed, different bytes.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Half the bytes from a small alphabet, so gzip levels differ.
+            if x & 1 == 0 {
+                b'a' + (x >> 8) as u8 % 4
+            } else {
+                (x >> 24) as u8
+            }
+        })
+        .collect()
+}
+
+enum E<'a> {
+    File(&'a str, &'a [u8]),
+    Whiteout(&'a str),
+    WindowsAt(&'a str, &'a [u8]),
+}
+
+/// Writes a layer into the store; returns its digests.
+fn layer(store: &Store, format: Format, compression: Compression, entries: &[E]) -> LayerDigests {
+    let mut w = LayerWriter::new(
+        Vec::new(),
+        LayerOptions {
+            format,
+            compression,
+            source_date_epoch: Some(1_700_000_000),
+            threads: 1,
+            windows_owner: None,
+            windows_base: false,
+        },
+    )
+    .unwrap();
+    for e in entries {
+        match e {
+            E::File(path, data) => {
+                let mut h = Header::new(path, Kind::File);
+                h.size = data.len() as u64;
+                w.append(h, Some(&mut &data[..]), false).unwrap();
+            }
+            E::Whiteout(path) => w.whiteout(path).unwrap(),
+            E::WindowsAt(path, data) => {
+                let mut h = Header::new(path, Kind::File);
+                h.size = data.len() as u64;
+                w.append_at(h, Some(&mut &data[..])).unwrap();
+            }
+        }
+    }
+    let (d, blob) = w.finish().unwrap();
+    store.put_blob(&blob, Some(&d.digest)).unwrap();
+    d
+}
+
+/// A layer as an image lists it: its digests and the history line that made it.
+struct L<'a>(&'a LayerDigests, &'a str);
+
+fn put_json(store: &Store, v: &serde_json::Value) -> (String, u64) {
+    let bytes = serde_json::to_vec(v).unwrap();
+    (store.put_blob(&bytes, None).unwrap(), bytes.len() as u64)
+}
+
+/// Writes config and manifest and tags `name`. Returns the manifest digest.
+fn image(store: &Store, name: &str, os: &str, os_version: Option<&str>, layers: &[L]) -> String {
+    let (digest, size) = manifest(store, os, os_version, layers, None);
+    let full = wcbuild::image::Reference::parse(name).unwrap().to_string();
+    store
+        .tag(&full, IndexEntry::new(media::OCI_MANIFEST, &digest, size))
+        .unwrap();
+    digest
+}
+
+fn manifest(
+    store: &Store,
+    os: &str,
+    os_version: Option<&str>,
+    layers: &[L],
+    base: Option<(&serde_json::Value, &serde_json::Value)>,
+) -> (String, u64) {
+    let mut diff_ids: Vec<serde_json::Value> = Vec::new();
+    let mut history: Vec<serde_json::Value> = Vec::new();
+    let mut descs: Vec<serde_json::Value> = Vec::new();
+    if let Some((c, m)) = base {
+        diff_ids.extend(c["rootfs"]["diff_ids"].as_array().unwrap().iter().cloned());
+        history.extend(c["history"].as_array().unwrap().iter().cloned());
+        descs.extend(m["layers"].as_array().unwrap().iter().cloned());
+    }
+    for L(d, created_by) in layers {
+        diff_ids.push(d.diff_id.clone().into());
+        // An empty-layer entry in between, as ENV or WORKDIR write, must not shift the mapping.
+        history.push(serde_json::json!({"created_by": "ENV X=1", "empty_layer": true}));
+        history.push(serde_json::json!({"created_by": created_by}));
+        descs.push(
+            serde_json::json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size}),
+        );
+    }
+    let mut config = serde_json::json!({
+        "architecture": "amd64",
+        "os": os,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    });
+    if let Some(v) = os_version {
+        config["os.version"] = v.into();
+    }
+    let (cd, cs) = put_json(store, &config);
+    put_json(
+        store,
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": cd, "size": cs},
+            "layers": descs,
+        }),
+    )
+}
+
+/// Ratios are computed as one division, so they are exact; read back from JSON they may be
+/// one unit in the last place off (serde_json's float parser), never more.
+fn feq(a: f64, b: f64) {
+    assert!(
+        a == b || (a - b).abs() <= 2.0 * f64::EPSILON * b.abs(),
+        "{a} != {b}"
+    );
+}
+
+fn img<'a>(r: &'a Report, name: &str) -> &'a ImageReport {
+    r.images
+        .iter()
+        .find(|i| i.names.iter().any(|n| n == name))
+        .unwrap_or_else(|| panic!("no image `{name}` in the report"))
+}
+
+/// The Linux set: four images on one base.
+/// - base:1 = [B]; B holds bin/tool (10,000 B), etc/big.dat (50,000 B) and the same 3,000 B at
+///   usr/share/a.txt and opt/b.txt (two identical files at different paths);
+/// - app:1 = [B, L1]; L1 adds app/main (7,000 B, content M);
+/// - app:2 = [B, L2, L3]; L2 adds app/data (4,000 B), L3 adds the same file again;
+/// - slim:1 = [B, L4]; L4 deletes etc/big.dat and adds srv/main-copy (content M again).
+struct LinuxSet {
+    root: PathBuf,
+    b: LayerDigests,
+    l1: LayerDigests,
+    l2: LayerDigests,
+    l3: LayerDigests,
+    l4: LayerDigests,
+}
+
+fn linux_set(name: &str) -> LinuxSet {
+    let root = tempdir(name);
+    let store = Store::open(&root).unwrap();
+    let gz = Compression::Gzip(6);
+    let (tool, big, same, m, p) = (
+        content(1, 10_000),
+        content(2, 50_000),
+        content(3, 3_000),
+        content(4, 7_000),
+        content(5, 4_000),
+    );
+    let b = layer(
+        &store,
+        Format::Linux,
+        gz,
+        &[
+            E::File("bin/tool", &tool),
+            E::File("etc/big.dat", &big),
+            E::File("opt/b.txt", &same),
+            E::File("usr/share/a.txt", &same),
+        ],
+    );
+    let l1 = layer(&store, Format::Linux, gz, &[E::File("app/main", &m)]);
+    let l2 = layer(&store, Format::Linux, gz, &[E::File("app/data", &p)]);
+    let l3 = layer(
+        &store,
+        Format::Linux,
+        gz,
+        &[E::File("app/data", &p), E::File("app/README", b"")],
+    );
+    let l4 = layer(
+        &store,
+        Format::Linux,
+        gz,
+        &[E::Whiteout("etc/big.dat"), E::File("srv/main-copy", &m)],
+    );
+    let base = L(&b, "COPY base /");
+    image(&store, "base:1", "linux", None, &[L(&b, "COPY base /")]);
+    image(
+        &store,
+        "app:1",
+        "linux",
+        None,
+        &[base, L(&l1, "COPY main /app/")],
+    );
+    let base = L(&b, "COPY base /");
+    image(
+        &store,
+        "app:2",
+        "linux",
+        None,
+        &[base, L(&l2, "COPY data /app/"), L(&l3, "COPY . /app/")],
+    );
+    let base = L(&b, "COPY base /");
+    image(
+        &store,
+        "slim:1",
+        "linux",
+        None,
+        &[base, L(&l4, "RUN rm /etc/big.dat")],
+    );
+    LinuxSet {
+        root,
+        b,
+        l1,
+        l2,
+        l3,
+        l4,
+    }
+}
+
+const APP1: &str = "docker.io/library/app:1";
+const APP2: &str = "docker.io/library/app:2";
+const BASE1: &str = "docker.io/library/base:1";
+const SLIM1: &str = "docker.io/library/slim:1";
+
+fn check_linux_blob_level(r: &Report, s: &LinuxSet) {
+    let (b, l1, l2, l3, l4) = (s.b.size, s.l1.size, s.l2.size, s.l3.size, s.l4.size);
+    let (ub, u1, u2, u3, u4) = (
+        s.b.tar_size,
+        s.l1.tar_size,
+        s.l2.tar_size,
+        s.l3.tar_size,
+        s.l4.tar_size,
+    );
+    assert_eq!(r.schema, 1);
+    let sm = &r.summary;
+    assert_eq!(sm.images, 4);
+    assert_eq!(sm.layers, 5);
+    assert_eq!(sm.logical_bytes.compressed, 4 * b + l1 + l2 + l3 + l4);
+    assert_eq!(sm.logical_bytes.uncompressed, 4 * ub + u1 + u2 + u3 + u4);
+    assert_eq!(sm.stored_bytes.compressed, b + l1 + l2 + l3 + l4);
+    assert_eq!(sm.stored_bytes.uncompressed, ub + u1 + u2 + u3 + u4);
+    assert_eq!(sm.dedup_savings.compressed, 3 * b);
+    assert_eq!(sm.dedup_savings.uncompressed, 3 * ub);
+    feq(
+        sm.dedup_ratio.compressed,
+        (4 * b + l1 + l2 + l3 + l4) as f64 / (b + l1 + l2 + l3 + l4) as f64,
+    );
+    assert_eq!(sm.missed_dedup_bytes, 0);
+    assert_eq!(sm.foreign_bytes, 0);
+    assert_eq!(sm.unindexed_layers, 0);
+    // Images in reference order; the base's bytes are shared by all four.
+    let names: Vec<&str> = r.images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, [APP1, APP2, BASE1, SLIM1]);
+    let uniq = [
+        (APP1, l1, u1),
+        (APP2, l2 + l3, u2 + u3),
+        (BASE1, 0, 0),
+        (SLIM1, l4, u4),
+    ];
+    for (k, (name, c, u)) in uniq.into_iter().enumerate() {
+        let i = img(r, name);
+        assert_eq!(i.platform, "linux/amd64");
+        assert_eq!(i.group, "linux/amd64");
+        assert_eq!(i.shared_bytes.compressed, b, "{name}");
+        assert_eq!(i.shared_bytes.uncompressed, ub, "{name}");
+        assert_eq!(i.unique_bytes.compressed, c, "{name}");
+        assert_eq!(i.unique_bytes.uncompressed, u, "{name}");
+        assert_eq!(i.pull_bytes.compressed, b + c, "{name}");
+        // b ÷ 4, the remainder going to the first images.
+        let k = k as u64;
+        assert_eq!(
+            i.amortized_bytes.compressed,
+            b / 4 + u64::from(k < b % 4) + c,
+            "{name}"
+        );
+        assert_eq!(
+            i.amortized_bytes.uncompressed,
+            ub / 4 + u64::from(k < ub % 4) + u,
+            "{name}"
+        );
+    }
+    let total: u64 = r.images.iter().map(|i| i.amortized_bytes.compressed).sum();
+    assert_eq!(total, sm.stored_bytes.compressed);
+    // created_by skips the empty-layer history entries.
+    let app2 = img(r, APP2);
+    let created: Vec<&str> = app2
+        .layers
+        .iter()
+        .map(|l| l.created_by.as_deref().unwrap())
+        .collect();
+    assert_eq!(created, ["COPY base /", "COPY data /app/", "COPY . /app/"]);
+    assert_eq!(app2.layers[0].refcount, 4);
+    assert_eq!(app2.layers[2].refcount, 1);
+    // One group; rows pull, columns present.
+    assert_eq!(r.incremental_pull.len(), 1);
+    let g = &r.incremental_pull[0];
+    assert_eq!(g.group, "linux/amd64");
+    assert_eq!(g.images, [APP1, APP2, BASE1, SLIM1]);
+    assert_eq!(
+        g.bytes,
+        vec![
+            vec![0, l1, l1, l1],
+            vec![l2 + l3, 0, l2 + l3, l2 + l3],
+            vec![0, 0, 0, 0],
+            vec![l4, l4, l4, 0],
+        ]
+    );
+    let cold = img(r, BASE1).pull_bytes.compressed;
+    assert_eq!(cold, b);
+}
+
+fn check_linux_file_level(r: &Report) {
+    let f = &img(r, BASE1).files;
+    assert_eq!(
+        (f.file_bytes, f.visible_bytes, f.wasted_bytes),
+        (66_000, 66_000, 0)
+    );
+    feq(f.efficiency, 1.0);
+    let f = &img(r, APP1).files;
+    assert_eq!(
+        (f.file_bytes, f.visible_bytes, f.wasted_bytes),
+        (73_000, 73_000, 0)
+    );
+    // app:2 re-adds app/data (4,000 B) unchanged: the first copy is hidden.
+    let f = &img(r, APP2).files;
+    assert_eq!(f.file_bytes, 74_000);
+    assert_eq!(f.visible_bytes, 70_000);
+    assert_eq!(f.overwritten_bytes, 4_000);
+    assert_eq!(f.deleted_bytes, 0);
+    assert_eq!(f.wasted_bytes, 4_000);
+    assert_eq!(f.unchanged_rewrite_bytes, 4_000);
+    assert_eq!(f.dup_across_layers_bytes, 4_000);
+    feq(f.efficiency, 70_000.0 / 74_000.0);
+    feq(f.wasted_ratio, 4_000.0 / 74_000.0);
+    // slim:1 deletes the 50,000 B file its base ships.
+    let f = &img(r, SLIM1).files;
+    assert_eq!(f.file_bytes, 73_000);
+    assert_eq!(f.visible_bytes, 23_000);
+    assert_eq!(f.deleted_bytes, 50_000);
+    assert_eq!(f.overwritten_bytes, 0);
+    assert_eq!(f.wasted_bytes, 50_000);
+    feq(f.efficiency, 23_000.0 / 73_000.0);
+    assert_eq!(f.unchanged_rewrite_bytes, 0);
+    assert_eq!(r.summary.file_bytes, 66_000 + 73_000 + 74_000 + 73_000);
+    assert_eq!(r.summary.wasted_bytes, 54_000);
+    // Duplicates: the two identical base files (within a layer), app/data in two layers of
+    // app:2, and M in app:1's and slim:1's own layers.
+    let d = &r.duplicates;
+    assert_eq!(d.within_layer_bytes, 3_000);
+    assert_eq!(d.across_layers_bytes, 4_000);
+    assert_eq!(d.across_images_bytes, 7_000);
+    let groups: Vec<(u64, u64, u64)> = d
+        .groups
+        .iter()
+        .map(|g| (g.size, g.copies, g.redundant_bytes))
+        .collect();
+    assert_eq!(
+        groups,
+        [(7_000, 2, 7_000), (4_000, 2, 4_000), (3_000, 2, 3_000)]
+    );
+    let paths: Vec<&str> = d.groups[2]
+        .locations
+        .iter()
+        .map(|l| l.path.as_str())
+        .collect();
+    assert_eq!(paths, ["opt/b.txt", "usr/share/a.txt"]);
+    // Offenders, largest first, with the history line that added them.
+    type Row<'a> = (
+        OffenderKind,
+        &'a str,
+        &'a str,
+        u64,
+        u64,
+        Option<&'a str>,
+        u64,
+    );
+    let o: Vec<Row> = r
+        .offenders
+        .iter()
+        .map(|o| {
+            (
+                o.kind,
+                o.image.as_str(),
+                o.path.as_str(),
+                o.layer,
+                o.bytes,
+                o.created_by.as_deref(),
+                o.hidden_by_layer,
+            )
+        })
+        .collect();
+    assert_eq!(
+        o,
+        [
+            (
+                OffenderKind::Deleted,
+                SLIM1,
+                "etc/big.dat",
+                0,
+                50_000,
+                Some("COPY base /"),
+                1
+            ),
+            (
+                OffenderKind::Overwritten,
+                APP2,
+                "app/data",
+                1,
+                4_000,
+                Some("COPY data /app/"),
+                2
+            ),
+            (
+                OffenderKind::UnchangedRewrite,
+                APP2,
+                "app/data",
+                2,
+                4_000,
+                Some("COPY . /app/"),
+                2
+            ),
+        ]
+    );
+}
+
+#[test]
+fn linux_set_every_metric_exact_and_the_index_cached() {
+    let set = linux_set("linux");
+    let store = Store::open(&set.root).unwrap();
+    let first = dedup(&store, &[], &DedupOptions::default()).unwrap();
+    assert_eq!((first.layers_read, first.layers_cached), (5, 0));
+    assert_eq!(
+        first.bytes_read,
+        set.b.size + set.l1.size + set.l2.size + set.l3.size + set.l4.size
+    );
+    check_linux_blob_level(&first.report, &set);
+    check_linux_file_level(&first.report);
+
+    // Second run: every index from the cache, no layer read.
+    let second = dedup(&store, &[], &DedupOptions::default()).unwrap();
+    assert_eq!((second.layers_read, second.layers_cached), (0, 5));
+    assert_eq!(second.report, first.report);
+    // Even with the layer blobs gone the report is the same: nothing reads them.
+    for d in [&set.b, &set.l1, &set.l2, &set.l3, &set.l4] {
+        std::fs::remove_file(store.blob_path(&d.digest).unwrap()).unwrap();
+    }
+    let third = dedup(&store, &[], &DedupOptions::default()).unwrap();
+    assert_eq!(third.report, first.report);
+    // Without the cache they must be read, and they are gone.
+    let err = dedup(
+        &store,
+        &[],
+        &DedupOptions {
+            cache: false,
+            ..DedupOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("is not in the store"), "{err}");
+}
+
+#[test]
+fn archives_and_layouts_give_the_same_report_as_the_store() {
+    let set = linux_set("sources");
+    let (code, _, err) = wcbuild(
+        &set.root,
+        &[
+            "save",
+            "--format",
+            "docker",
+            "-o",
+            set.root.join("set.tar").to_str().unwrap(),
+            "app:1",
+            "app:2",
+            "base:1",
+            "slim:1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let from_store = {
+        let store = Store::open(&set.root).unwrap();
+        dedup(&store, &[], &DedupOptions::default()).unwrap().report
+    };
+    // Another (empty) store: the images are read in place from the archive and the layout.
+    let other = tempdir("sources-other");
+    let store = Store::open(&other).unwrap();
+    let archive = set.root.join("set.tar");
+    let r = dedup(
+        &store,
+        &[Source::DockerArchive(archive.clone())],
+        &DedupOptions {
+            cache: false,
+            ..DedupOptions::default()
+        },
+    )
+    .unwrap()
+    .report;
+    assert_eq!(r.summary, from_store.summary);
+    assert_eq!(
+        r.images[0].source,
+        format!("docker-archive:{}", archive.display())
+    );
+    check_linux_blob_level(&r, &set);
+    check_linux_file_level(&r);
+    let r = dedup(
+        &store,
+        &[Source::OciLayout(set.root.clone())],
+        &DedupOptions::default(),
+    )
+    .unwrap()
+    .report;
+    check_linux_blob_level(&r, &set);
+    check_linux_file_level(&r);
+    // Nothing entered the other store but index records.
+    let blobs = std::fs::read_dir(other.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0);
+}
+
+#[test]
+fn one_diff_id_compressed_twice_is_missed_dedup() {
+    let root = tempdir("missed");
+    let store = Store::open(&root).unwrap();
+    let data = content(9, 200_000);
+    let fast = layer(
+        &store,
+        Format::Linux,
+        Compression::Gzip(1),
+        &[E::File("data.bin", &data)],
+    );
+    let small = layer(
+        &store,
+        Format::Linux,
+        Compression::Gzip(9),
+        &[E::File("data.bin", &data)],
+    );
+    assert_eq!(fast.diff_id, small.diff_id);
+    assert_ne!(fast.size, small.size, "the construction needs two sizes");
+    image(
+        &store,
+        "fast:1",
+        "linux",
+        None,
+        &[L(&fast, "COPY data.bin /")],
+    );
+    image(
+        &store,
+        "small:1",
+        "linux",
+        None,
+        &[L(&small, "COPY data.bin /")],
+    );
+    let out = dedup(&store, &[], &DedupOptions::default()).unwrap();
+    // One diff_id: indexed once.
+    assert_eq!(out.layers_read, 1);
+    let r = out.report;
+    assert_eq!(r.summary.missed_dedup_bytes, fast.size.max(small.size));
+    assert_eq!(r.missed_dedup.len(), 1);
+    assert_eq!(r.missed_dedup[0].diff_id, fast.diff_id);
+    assert_eq!(r.missed_dedup[0].blobs.len(), 2);
+    // Two blobs: nothing deduplicated at the blob level; same tar twice uncompressed.
+    assert_eq!(r.summary.stored_bytes.compressed, fast.size + small.size);
+    assert_eq!(r.summary.dedup_savings.compressed, 0);
+    assert_eq!(r.summary.stored_bytes.uncompressed, 2 * fast.tar_size);
+    // The same 200,000 B in two images' own layers.
+    assert_eq!(r.duplicates.across_images_bytes, 200_000);
+    assert_eq!(r.duplicates.within_layer_bytes, 0);
+    assert_eq!(r.duplicates.across_layers_bytes, 0);
+    // One distinct layer (by diff_id) holds the content once: no duplicate group.
+    assert!(r.duplicates.groups.is_empty());
+}
+
+/// Sizes of the regular files in a gzip layer blob, as GNU tar lists them.
+fn gnu_tar_sizes(blob: &Path) -> HashMap<String, u64> {
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(blob)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[5..].join(" "), f[2].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn windows_fixtures_across_ltsc2019_2022_2025() {
+    let root = tempdir("windows");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    for f in ["nanoserver.tar", "servercore.tar"] {
+        let (code, _, err) = wcbuild(&root, &["load", "-i", fixtures.join(f).to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let store = Store::open(&root).unwrap();
+    // An app layer on Nano Server ltsc2022 that deletes curl.exe and writes a hive delta
+    // twice (1,000 B, then 1,500 B).
+    let nano = "mcr.microsoft.com/windows/nanoserver:ltsc2022";
+    let entry = store.lookup(nano).unwrap().unwrap();
+    let base_manifest: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&entry.digest).unwrap()).unwrap();
+    let base_config: serde_json::Value = serde_json::from_slice(
+        &store
+            .read_blob(base_manifest["config"]["digest"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let base_layer = base_manifest["layers"][0]["digest"].as_str().unwrap();
+    let listed = gnu_tar_sizes(&store.blob_path(base_layer).unwrap());
+    let curl = listed["Files/Windows/System32/curl.exe"];
+    let base_files: u64 = listed.values().sum();
+    let app = content(20, 6_000);
+    let w = Format::Windows;
+    let gz = Compression::Gzip(6);
+    let a1 = layer(
+        &store,
+        w,
+        gz,
+        &[
+            E::Whiteout("Windows/System32/curl.exe"),
+            E::File("app/app.exe", &app),
+            E::WindowsAt("Hives/Software_Delta", &content(21, 1_000)),
+        ],
+    );
+    let a2 = layer(
+        &store,
+        w,
+        gz,
+        &[E::WindowsAt("Hives/Software_Delta", &content(22, 1_500))],
+    );
+    let (d, s) = manifest(
+        &store,
+        "windows",
+        Some("10.0.20348.2849"),
+        &[L(&a1, "COPY app C:/app"), L(&a2, "RUN reg add ...")],
+        Some((&base_config, &base_manifest)),
+    );
+    store
+        .tag(
+            "wcbuild.local/app:ltsc2022",
+            IndexEntry::new(media::OCI_MANIFEST, &d, s),
+        )
+        .unwrap();
+
+    let r = dedup(&store, &[], &DedupOptions::default()).unwrap().report;
+    // 3 Nano Server + 4 Server Core images (ltsc2019-foreign has its own manifest) + the app;
+    // aliases (1809) and the `multi` indexes' children are the same manifests.
+    assert_eq!(r.summary.images, 8);
+    assert_eq!(r.summary.layers, 8);
+    let nano2019 = img(&r, "mcr.microsoft.com/windows/nanoserver:1809");
+    assert!(
+        nano2019
+            .names
+            .iter()
+            .any(|n| n == "mcr.microsoft.com/windows/nanoserver:ltsc2019")
+    );
+    assert!(
+        nano2019
+            .names
+            .iter()
+            .any(|n| n
+                == "mcr.microsoft.com/windows/nanoserver:multi [windows/amd64:10.0.17763.6414]")
+    );
+    assert_eq!(nano2019.group, "windows/amd64 build 17763");
+    let groups: Vec<(&str, usize)> = r
+        .incremental_pull
+        .iter()
+        .map(|g| (g.group.as_str(), g.images.len()))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("windows/amd64 build 17763", 3),
+            ("windows/amd64 build 20348", 3),
+            ("windows/amd64 build 26100", 2),
+        ]
+    );
+    // Server Core ltsc2019 and its foreign-layer variant share their one layer.
+    let sc2019 = img(&r, "mcr.microsoft.com/windows/servercore:ltsc2019");
+    let foreign = img(&r, "mcr.microsoft.com/windows/servercore:ltsc2019-foreign");
+    let sc_layer = sc2019.layers[0].compressed_bytes;
+    assert_eq!(foreign.layers[0].digest, sc2019.layers[0].digest);
+    assert_eq!(sc2019.layers[0].refcount, 2);
+    assert_eq!(sc2019.shared_bytes.compressed, sc_layer);
+    assert_eq!(r.summary.foreign_bytes, sc_layer);
+    assert_eq!(r.foreign.len(), 1);
+    assert!(r.foreign[0].urls[0].starts_with("https://mcr.microsoft.com/"));
+    let nano2022 = img(&r, nano);
+    let app = img(&r, "wcbuild.local/app:ltsc2022");
+    let nano_layer = nano2022.layers[0].compressed_bytes;
+    assert_eq!(app.layers[0].refcount, 2);
+    assert_eq!(r.summary.dedup_savings.compressed, sc_layer + nano_layer);
+    let stored: u64 = r.layers.iter().map(|l| l.compressed_bytes).sum();
+    assert_eq!(r.summary.stored_bytes.compressed, stored);
+    // Pulls within build 17763: [nano 1809, servercore ltsc2019, servercore ltsc2019-foreign].
+    let g = &r.incremental_pull[0];
+    let n19 = nano2019.pull_bytes.compressed;
+    assert_eq!(
+        g.bytes,
+        vec![
+            vec![0, n19, n19],
+            vec![sc_layer, 0, 0],
+            vec![sc_layer, 0, 0]
+        ]
+    );
+    // Base images: every file visible, as GNU tar lists them.
+    assert_eq!(nano2022.files.file_bytes, base_files);
+    assert_eq!(nano2022.files.visible_bytes, base_files);
+    assert_eq!(nano2022.files.efficiency, 1.0);
+    assert_eq!(nano2022.files.hive_bytes, 0);
+    // The app: curl.exe deleted by a tombstone under Files/, a hive delta hidden by the next.
+    let f = &app.files;
+    assert_eq!(f.file_bytes, base_files + 6_000 + 1_000 + 1_500);
+    assert_eq!(f.deleted_bytes, curl);
+    assert_eq!(f.overwritten_bytes, 1_000);
+    assert_eq!(f.hive_bytes, 2_500);
+    assert_eq!(f.hive_overwritten_bytes, 1_000);
+    assert_eq!(f.wasted_bytes, curl + 1_000);
+    assert_eq!(f.visible_bytes, base_files - curl + 6_000 + 1_500);
+    let deleted = r
+        .offenders
+        .iter()
+        .find(|o| o.kind == OffenderKind::Deleted)
+        .unwrap();
+    assert_eq!(deleted.path, "Files/Windows/System32/curl.exe");
+    assert_eq!(
+        deleted.created_by.as_deref(),
+        Some("Apply image 10.0.20348.2849")
+    );
+    assert_eq!(deleted.hidden_by.as_deref(), Some("COPY app C:/app"));
+}
+
+#[test]
+fn cli_table_json_and_gates() {
+    let set = linux_set("cli");
+    let (code, out, err) = wcbuild(&set.root, &["dedup", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("indexed 5 layer(s)"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schema"], 1);
+    // Stable field order: schema, summary, images, ... (top-level keys of the pretty output).
+    let keys = [
+        "schema",
+        "summary",
+        "images",
+        "layers",
+        "incremental_pull",
+        "missed_dedup",
+        "foreign",
+        "duplicates",
+        "offenders",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            out.find(&format!("\n  \"{k}\":"))
+                .unwrap_or_else(|| panic!("{k}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+    assert_eq!(v.as_object().unwrap().len(), keys.len());
+    assert_eq!(v["summary"]["dedup_savings"]["compressed"], 3 * set.b.size);
+    // Ratios are written in full (shortest round-trip form).
+    assert!(out.contains("\"efficiency\": 0.9459459459459459,"), "{out}");
+    let r: Report = serde_json::from_value(v).unwrap();
+    check_linux_blob_level(&r, &set);
+    check_linux_file_level(&r);
+
+    // Named images only.
+    let (code, out, err) = wcbuild(&set.root, &["dedup", "--format", "json", "app:1", "base:1"]);
+    assert_eq!(code, 0, "{err}");
+    let r: Report = serde_json::from_str(&out).unwrap();
+    assert_eq!(r.summary.images, 2);
+    assert_eq!(r.summary.dedup_savings.compressed, set.b.size);
+    assert!(err.contains("from the cache"), "{err}");
+
+    let (code, out, err) = wcbuild(&set.root, &["dedup"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("4 image(s), 5 distinct layer blob(s)"),
+        "{out}"
+    );
+    assert!(out.contains("top offenders:"), "{out}");
+    assert!(out.contains("50.0 kB  deleted"), "{out}");
+    assert!(out.contains("etc/big.dat"), "{out}");
+
+    // Gates: slim:1 wastes 50,000 B.
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "--max-wasted-bytes", "50000"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = wcbuild(&set.root, &["dedup", "--max-wasted-bytes", "49999"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(out.contains("top offenders"), "the report is still written");
+    assert!(
+        err.contains(
+            "gate failed: image `docker.io/library/slim:1`: wasted_bytes is 50000, above the limit --max-wasted-bytes 49999"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.matches("gate failed").count(), 1, "{err}");
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "--min-efficiency", "0.5"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("image `docker.io/library/slim:1`: efficiency is 0.3151"),
+        "{err}"
+    );
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "--max-wasted-ratio", "0.06"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("slim:1`: wasted_ratio"), "{err}");
+    assert!(
+        !err.contains("app:2`"),
+        "app:2 wastes 4000/74000 < 0.06: {err}"
+    );
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "--min-dedup-ratio", "100"]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("the image set: dedup_ratio.compressed is"),
+        "{err}"
+    );
+    let (code, _, _) = wcbuild(&set.root, &["dedup", "--min-dedup-ratio", "1"]);
+    assert_eq!(code, 0);
+    // Usage errors are 2, before anything is read.
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "--format", "html"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("-o report.html"), "{err}");
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "--from", "registry:ghcr.io/a/b"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not supported yet"), "{err}");
+    let (code, _, err) = wcbuild(&set.root, &["dedup", "nosuch:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no image `nosuch:1`"), "{err}");
+}
+
+#[test]
+fn a_corrupt_layer_is_refused_with_its_digest() {
+    let root = tempdir("corrupt");
+    let store = Store::open(&root).unwrap();
+    let l = layer(
+        &store,
+        Format::Linux,
+        Compression::Gzip(6),
+        &[E::File("a", &content(30, 5_000))],
+    );
+    image(&store, "c:1", "linux", None, &[L(&l, "COPY a /")]);
+    // Flip a byte of the stored blob (its name no longer matches its bytes).
+    let p = store.blob_path(&l.digest).unwrap();
+    let mut bytes = Vec::new();
+    std::fs::File::open(&p)
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&p, &bytes).unwrap();
+    let err = dedup(&store, &[], &DedupOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&l.digest), "{err}");
+}
