@@ -909,3 +909,183 @@ fn a_corrupt_layer_is_refused_with_its_digest() {
         .to_string();
     assert!(err.contains(&l.digest), "{err}");
 }
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs headless Chromium with a fresh profile; returns (stdout, stderr).
+fn chromium(args: &[&str]) -> (String, String) {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: this test needs Debian's `chromium` package (apt-get install chromium)"
+    );
+    let profile = tempdir("chromium-profile");
+    let out = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Decodes an 8-bit RGB or RGBA, non-interlaced PNG (what Chromium's screenshots are) into
+/// (width, height, RGB pixels).
+fn decode_png(bytes: &[u8]) -> (usize, usize, Vec<[u8; 3]>) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let (mut pos, mut w, mut h, mut channels) = (8, 0, 0, 0);
+    let mut idat = Vec::new();
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let kind = &bytes[pos + 4..pos + 8];
+        let data = &bytes[pos + 8..pos + 8 + len];
+        match kind {
+            b"IHDR" => {
+                w = u32::from_be_bytes(data[0..4].try_into().unwrap()) as usize;
+                h = u32::from_be_bytes(data[4..8].try_into().unwrap()) as usize;
+                assert_eq!(data[8], 8, "bit depth");
+                channels = match data[9] {
+                    2 => 3,
+                    6 => 4,
+                    other => panic!("PNG colour type {other}"),
+                };
+                assert_eq!(data[12], 0, "interlaced");
+            }
+            b"IDAT" => idat.extend_from_slice(data),
+            _ => {}
+        }
+        pos += 12 + len;
+    }
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let stride = w * channels;
+    let mut prev = vec![0u8; stride];
+    let mut pixels = Vec::with_capacity(w * h);
+    for y in 0..h {
+        let line = &raw[y * (stride + 1)..(y + 1) * (stride + 1)];
+        let mut cur = line[1..].to_vec();
+        for i in 0..stride {
+            let a = if i >= channels {
+                cur[i - channels] as i32
+            } else {
+                0
+            };
+            let b = prev[i] as i32;
+            let c = if i >= channels {
+                prev[i - channels] as i32
+            } else {
+                0
+            };
+            let add = match line[0] {
+                0 => 0,
+                1 => a,
+                2 => b,
+                3 => (a + b) / 2,
+                4 => {
+                    let p = a + b - c;
+                    let (pa, pb, pc) = ((p - a).abs(), (p - b).abs(), (p - c).abs());
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        b
+                    } else {
+                        c
+                    }
+                }
+                f => panic!("PNG filter {f}"),
+            };
+            cur[i] = (cur[i] as i32 + add) as u8;
+        }
+        for px in cur.chunks(channels) {
+            pixels.push([px[0], px[1], px[2]]);
+        }
+        prev = cur;
+    }
+    (w, h, pixels)
+}
+
+fn count_colour(pixels: &[[u8; 3]], hex: &str) -> usize {
+    let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+    let want = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
+    pixels
+        .iter()
+        .filter(|p| (0..3).all(|i| p[i].abs_diff(want[i]) <= 6))
+        .count()
+}
+
+#[test]
+fn html_report_loads_in_chromium_and_shows_the_charts() {
+    use wcbuild::report::html::{SHARED_COLOUR, UNIQUE_COLOUR, WASTE_COLOUR};
+    let set = linux_set("html");
+    let page = set.root.join("report.html");
+    let (code, _, err) = wcbuild(
+        &set.root,
+        &["dedup", "--format", "html", "-o", page.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(&page).unwrap();
+    // Self-contained: no resource is fetched from anywhere.
+    for bad in ["src=", "<link", "@import", "url("] {
+        assert!(
+            !html.contains(bad),
+            "the page refers to something outside: {bad}"
+        );
+    }
+    let url = format!("file://{}", page.display());
+    let (dom, stderr) = chromium(&["--dump-dom", &url]);
+    assert!(
+        dom.contains("data-report=\"ready\""),
+        "the page's script did not finish: {dom}\n{stderr}"
+    );
+    assert!(dom.contains("<pre id=\"errors\"></pre>"), "{dom}");
+    assert!(dom.contains("id=\"sharing-chart\""), "{dom}");
+    assert!(dom.contains("id=\"waste-chart\""), "{dom}");
+    assert!(dom.contains("docker.io/library/slim:1"), "{dom}");
+    assert!(dom.contains("etc/big.dat"), "{dom}");
+
+    // The check really fails when the script throws.
+    let broken = set.root.join("broken.html");
+    std::fs::write(
+        &broken,
+        html.replace("var S = R.summary;", "var S = R.summary; null.boom();"),
+    )
+    .unwrap();
+    let (dom, _) = chromium(&["--dump-dom", &format!("file://{}", broken.display())]);
+    assert!(dom.contains("data-report=\"error\""), "{dom}");
+    assert!(dom.contains("script error:"), "{dom}");
+
+    // The screenshot shows both charts: shared (base) and unique layer cells, waste bars.
+    let shot = set.root.join("report.png");
+    let (_, stderr) = chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,2000",
+        &url,
+    ]);
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot ({e}): {stderr}"));
+    let (w, h, pixels) = decode_png(&png);
+    assert_eq!((w, h), (1280, 2000));
+    let shared = count_colour(&pixels, SHARED_COLOUR);
+    let unique = count_colour(&pixels, UNIQUE_COLOUR);
+    let waste = count_colour(&pixels, WASTE_COLOUR);
+    // The base layer's column spans most of the chart in all four rows; each waste bar is at
+    // least a few hundred pixels.
+    assert!(shared > 20_000, "shared-layer cells: {shared} pixels");
+    assert!(unique > 1_000, "unique-layer cells: {unique} pixels");
+    assert!(waste > 5_000, "waste bars: {waste} pixels");
+}
