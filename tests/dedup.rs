@@ -1070,6 +1070,24 @@ fn html_report_loads_in_chromium_and_shows_the_charts() {
     assert!(dom.contains("data-report=\"error\""), "{dom}");
     assert!(dom.contains("script error:"), "{dom}");
 
+    // The tables sort: a click on the images table's `wasted` header puts slim:1 first.
+    let sorted = set.root.join("sorted.html");
+    std::fs::write(
+        &sorted,
+        html.replace(
+            "</body>",
+            "<script>var th = document.querySelectorAll('table')[0].querySelectorAll('th')[7];\
+             th.click(); document.title = 'first:' + document.querySelector('tbody td').textContent;</script></body>",
+        ),
+    )
+    .unwrap();
+    let (dom, _) = chromium(&["--dump-dom", &format!("file://{}", sorted.display())]);
+    assert!(
+        dom.contains("<title>first:docker.io/library/slim:1</title>"),
+        "{dom}"
+    );
+    assert!(dom.contains("class=\"sorted-desc\">wasted</th>"), "{dom}");
+
     // The screenshot shows both charts: shared (base) and unique layer cells, waste bars.
     let shot = set.root.join("report.png");
     let (_, stderr) = chromium(&[
@@ -1088,4 +1106,149 @@ fn html_report_loads_in_chromium_and_shows_the_charts() {
     assert!(shared > 20_000, "shared-layer cells: {shared} pixels");
     assert!(unique > 1_000, "unique-layer cells: {unique} pixels");
     assert!(waste > 5_000, "waste bars: {waste} pixels");
+}
+
+#[test]
+fn images_built_by_wcbuild_share_their_base_and_show_a_re_added_file() {
+    let root = tempdir("built");
+    let big = content(40, 30_000);
+    let small = content(41, 700);
+    let base_ctx = tempdir("built-base-ctx");
+    std::fs::write(base_ctx.join("big.bin"), &big).unwrap();
+    std::fs::write(base_ctx.join("small.txt"), &small).unwrap();
+    std::fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY big.bin /data/\nCOPY small.txt /etc/\n",
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-t", "base:b", base_ctx.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The app copies the same big.bin (same bytes, same mode) to the same path again.
+    let app_ctx = tempdir("built-app-ctx");
+    std::fs::write(app_ctx.join("big.bin"), &big).unwrap();
+    std::fs::write(
+        app_ctx.join("Dockerfile"),
+        "FROM base:b\nENV MODE=prod\nCOPY big.bin /data/\n",
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(&root, &["build", "-t", "app:b", app_ctx.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = wcbuild(&root, &["dedup", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let r: Report = serde_json::from_str(&out).unwrap();
+    assert_eq!(r.summary.images, 2);
+    // Builds are deterministic: the app's `COPY big.bin /data/` layer is byte for byte the
+    // base's first layer, so the app lists one blob twice. It is stored and pulled once.
+    assert_eq!(r.summary.layers, 2);
+    let base = img(&r, "docker.io/library/base:b");
+    let app = img(&r, "docker.io/library/app:b");
+    assert_eq!(app.layers.len(), 3);
+    assert_eq!(app.layers[0].digest, base.layers[0].digest);
+    assert_eq!(app.layers[1].digest, base.layers[1].digest);
+    assert_eq!(app.layers[2].digest, base.layers[0].digest);
+    assert_eq!(app.layers[2].refcount, 2);
+    assert_eq!(app.pull_bytes, base.pull_bytes);
+    assert_eq!(app.shared_bytes, base.pull_bytes);
+    assert_eq!(app.unique_bytes.compressed, 0);
+    assert_eq!(
+        r.summary.dedup_savings.compressed,
+        base.pull_bytes.compressed
+    );
+    assert_eq!(
+        r.summary.stored_bytes.compressed,
+        base.layers[0].compressed_bytes + base.layers[1].compressed_bytes
+    );
+    assert_eq!(base.files.file_bytes, 30_700);
+    assert_eq!(base.files.wasted_bytes, 0);
+    assert_eq!(app.files.file_bytes, 60_700);
+    assert_eq!(app.files.visible_bytes, 30_700);
+    assert_eq!(app.files.overwritten_bytes, 30_000);
+    assert_eq!(app.files.unchanged_rewrite_bytes, 30_000);
+    assert_eq!(app.files.wasted_bytes, 30_000);
+    // One distinct layer holds big.bin: no duplicate across the image's (distinct) layers.
+    assert_eq!(app.files.dup_across_layers_bytes, 0);
+    let top = &r.offenders[0];
+    assert_eq!(
+        (top.path.as_str(), top.layer, top.hidden_by_layer),
+        ("data/big.bin", 0, 2)
+    );
+    assert!(
+        top.created_by
+            .as_deref()
+            .unwrap()
+            .contains("COPY big.bin /data/"),
+        "{top:?}"
+    );
+}
+
+#[test]
+fn an_older_docker_save_archive_is_read_by_path() {
+    // The pre-OCI `docker save` layout: `<id>/layer.tar` (uncompressed) and `<id>.json`,
+    // named by path in manifest.json, no index.json.
+    let root = tempdir("legacy");
+    let store = Store::open(&root).unwrap();
+    let data = content(50, 9_000);
+    let plain = layer(
+        &store,
+        Format::Linux,
+        Compression::None,
+        &[E::File("srv/data.bin", &data)],
+    );
+    let mut tar_bytes = Vec::new();
+    store
+        .open_blob(&plain.digest)
+        .unwrap()
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [plain.diff_id]},
+        "history": [{"created_by": "ADD data.bin /srv/"}],
+    }))
+    .unwrap();
+    let config_hex = wcbuild::store::sha256_digest(&config)
+        .trim_start_matches("sha256:")
+        .to_string();
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": ["legacy:1", "legacy:latest"],
+        "Layers": ["0123abcd/layer.tar"],
+    }]))
+    .unwrap();
+    let archive = root.join("legacy.tar");
+    let mut w = wcbuild::ops::archive::TarWriter::new(std::fs::File::create(&archive).unwrap());
+    w.dir("0123abcd").unwrap();
+    w.bytes("0123abcd/layer.tar", &tar_bytes).unwrap();
+    w.bytes(&format!("{config_hex}.json"), &config).unwrap();
+    w.bytes("manifest.json", &manifest).unwrap();
+    w.finish().unwrap();
+    let other = Store::open(tempdir("legacy-other")).unwrap();
+    let r = dedup(
+        &other,
+        &[Source::DockerArchive(archive)],
+        &DedupOptions::default(),
+    )
+    .unwrap()
+    .report;
+    assert_eq!(r.summary.images, 1);
+    let i = &r.images[0];
+    assert_eq!(
+        i.names,
+        [
+            "docker.io/library/legacy:1",
+            "docker.io/library/legacy:latest"
+        ]
+    );
+    assert_eq!(i.layers[0].digest, plain.diff_id);
+    assert_eq!(i.layers[0].compressed_bytes, plain.tar_size);
+    assert_eq!(i.layers[0].uncompressed_bytes, plain.tar_size);
+    assert_eq!(i.files.file_bytes, 9_000);
+    assert_eq!(
+        i.layers[0].created_by.as_deref(),
+        Some("ADD data.bin /srv/")
+    );
 }
