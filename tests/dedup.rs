@@ -646,8 +646,8 @@ fn windows_fixtures_across_ltsc2019_2022_2025() {
         assert_eq!(code, 0, "{err}");
     }
     let store = Store::open(&root).unwrap();
-    // An app layer on Nano Server ltsc2022 that deletes curl.exe and writes a hive delta
-    // twice (1,000 B, then 1,500 B).
+    // An app layer on Nano Server ltsc2022 that deletes curl.exe (naming it in another case)
+    // and writes a hive delta twice (1,000 B, then 1,500 B).
     let nano = "mcr.microsoft.com/windows/nanoserver:ltsc2022";
     let entry = store.lookup(nano).unwrap().unwrap();
     let base_manifest: serde_json::Value =
@@ -670,7 +670,8 @@ fn windows_fixtures_across_ltsc2019_2022_2025() {
         w,
         gz,
         &[
-            E::Whiteout("Windows/System32/curl.exe"),
+            // Another case than the base's: Windows paths ignore case.
+            E::Whiteout("windows/system32/CURL.EXE"),
             E::File("app/app.exe", &app),
             E::WindowsAt("Hives/Software_Delta", &content(21, 1_000)),
         ],

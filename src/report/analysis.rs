@@ -4,6 +4,7 @@
 
 use super::index::{EntryKind, LayerIndex};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// The JSON schema version of [`Report`]. Fields are only ever added within a version; a
@@ -420,6 +421,8 @@ struct Blob {
 
 #[derive(Clone, Copy)]
 struct Live<'a> {
+    /// The path as the layer wrote it (the key may be case-folded).
+    path: &'a str,
     layer: usize,
     size: u64,
     sha: Option<&'a str>,
@@ -435,32 +438,40 @@ fn ratio(num: u64, den: u64, empty: f64) -> f64 {
     }
 }
 
-/// Removes `path` (when `with_self`) and everything under it; returns what was removed.
-fn remove_tree<'a>(
-    state: &mut BTreeMap<&'a str, Live<'a>>,
-    path: &str,
-    with_self: bool,
-) -> Vec<(&'a str, Live<'a>)> {
-    let mut keys: Vec<&'a str> = Vec::new();
-    if path.is_empty() {
-        keys.extend(state.keys().copied());
+/// The key a path is tracked under: Windows file systems ignore case, so `Files/Windows/x.dll`
+/// and `Files/WINDOWS/X.DLL` are one file there.
+fn path_key(path: &str, windows: bool) -> Cow<'_, str> {
+    if windows && path.chars().any(char::is_uppercase) {
+        Cow::Owned(path.to_lowercase())
     } else {
-        if with_self && let Some((k, _)) = state.get_key_value(path) {
-            keys.push(k);
+        Cow::Borrowed(path)
+    }
+}
+
+type Tree<'a> = BTreeMap<Cow<'a, str>, Live<'a>>;
+
+/// Removes `key` (when `with_self`) and everything under it; returns what was removed.
+fn remove_tree<'a>(state: &mut Tree<'a>, key: &str, with_self: bool) -> Vec<Live<'a>> {
+    let mut keys: Vec<Cow<'a, str>> = Vec::new();
+    if key.is_empty() {
+        keys.extend(state.keys().cloned());
+    } else {
+        if with_self && let Some((k, _)) = state.get_key_value(key) {
+            keys.push(k.clone());
         }
-        let lo = format!("{path}/");
-        let hi = format!("{path}0");
+        let lo = format!("{key}/");
+        let hi = format!("{key}0");
         keys.extend(
             state
                 .range::<str, _>((
                     std::ops::Bound::Included(lo.as_str()),
                     std::ops::Bound::Excluded(hi.as_str()),
                 ))
-                .map(|(k, _)| *k),
+                .map(|(k, _)| k.clone()),
         );
     }
     keys.into_iter()
-        .filter_map(|k| state.remove(k).map(|v| (k, v)))
+        .filter_map(|k| state.remove(k.as_ref()))
         .collect()
 }
 
@@ -677,7 +688,7 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
             complete: true,
             ..FileMetrics::default()
         };
-        let mut state: BTreeMap<&str, Live> = BTreeMap::new();
+        let mut state: Tree = BTreeMap::new();
         let created = |k: usize| img.layers.get(k).and_then(|l| l.created_by.clone());
         let mut offend = |kind, path: &str, old: &Live, by: usize, bytes: u64| {
             if bytes > 0 {
@@ -705,10 +716,10 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
                     EntryKind::Opaque => false,
                     _ => continue,
                 };
-                for (p, old) in remove_tree(&mut state, &e.path, with_self) {
+                for old in remove_tree(&mut state, &path_key(&e.path, windows), with_self) {
                     if old.kind == EntryKind::File {
                         m.deleted_bytes += old.size;
-                        offend(OffenderKind::Deleted, p, &old, k, old.size);
+                        offend(OffenderKind::Deleted, old.path, &old, k, old.size);
                     }
                 }
             }
@@ -718,21 +729,22 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
                 }
                 if e.kind != EntryKind::Dir {
                     // A non-directory replacing a directory hides what was under it.
-                    for (p, old) in remove_tree(&mut state, &e.path, false) {
+                    for old in remove_tree(&mut state, &path_key(&e.path, windows), false) {
                         if old.kind == EntryKind::File {
                             m.overwritten_bytes += old.size;
-                            offend(OffenderKind::Overwritten, p, &old, k, old.size);
+                            offend(OffenderKind::Overwritten, old.path, &old, k, old.size);
                         }
                     }
                 }
                 let new = Live {
+                    path: &e.path,
                     layer: k,
                     size: e.size,
                     sha: e.sha256.as_deref(),
                     mode: e.mode,
                     kind: e.kind,
                 };
-                if let Some(old) = state.insert(e.path.as_str(), new)
+                if let Some(old) = state.insert(path_key(&e.path, windows), new)
                     && old.kind == EntryKind::File
                 {
                     m.overwritten_bytes += old.size;
@@ -740,7 +752,7 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
                     if hive {
                         m.hive_overwritten_bytes += old.size;
                     }
-                    offend(OffenderKind::Overwritten, &e.path, &old, k, old.size);
+                    offend(OffenderKind::Overwritten, old.path, &old, k, old.size);
                     if e.kind == EntryKind::File && old.sha == new.sha && old.mode == new.mode {
                         m.unchanged_rewrite_bytes += e.size;
                         let rewritten = Live { layer: k, ..new };
@@ -961,5 +973,175 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
             groups: dup_groups,
         },
         offenders,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::index::{INDEX_VERSION, IndexedEntry};
+
+    fn file(path: &str, size: u64, sha: &str) -> IndexedEntry {
+        IndexedEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size,
+            mode: 0o644,
+            sha256: Some(sha.into()),
+        }
+    }
+
+    fn marker(path: &str, kind: EntryKind) -> IndexedEntry {
+        IndexedEntry {
+            path: path.into(),
+            kind,
+            size: 0,
+            mode: 0,
+            sha256: None,
+        }
+    }
+
+    fn set(os: &str, layers: Vec<Vec<IndexedEntry>>) -> Report {
+        let mut indexes = HashMap::new();
+        let mut inputs = Vec::new();
+        for (k, entries) in layers.into_iter().enumerate() {
+            let diff_id = format!("sha256:{k:064}");
+            indexes.insert(
+                diff_id.clone(),
+                LayerIndex {
+                    version: INDEX_VERSION,
+                    diff_id: diff_id.clone(),
+                    tar_bytes: 10_240,
+                    entries,
+                },
+            );
+            inputs.push(LayerInput {
+                digest: format!("sha256:{:064}", k + 100),
+                media_type: crate::image::media::OCI_LAYER_GZIP.into(),
+                bytes: 1_001,
+                diff_id,
+                urls: Vec::new(),
+                created_by: Some(format!("step {k}")),
+            });
+        }
+        let image = ImageInput {
+            names: vec!["x".into()],
+            source: "store".into(),
+            digest: "sha256:aa".into(),
+            manifest_bytes: 1,
+            config_digest: "sha256:bb".into(),
+            config_bytes: 1,
+            os: os.into(),
+            architecture: "amd64".into(),
+            variant: None,
+            os_version: None,
+            layers: inputs,
+        };
+        analyze(&[image], &indexes, 10)
+    }
+
+    #[test]
+    fn opaque_directories_hide_what_is_below_them_only() {
+        let r = set(
+            "linux",
+            vec![
+                vec![file("var/cache/a", 100, "a"), file("var/cache2", 7, "c")],
+                vec![
+                    file("var/cache/b", 30, "b"),
+                    marker("var/cache", EntryKind::Opaque),
+                ],
+            ],
+        );
+        let f = &r.images[0].files;
+        // The opaque marker of layer 1 hides layer 0's var/cache/a, not its own var/cache/b
+        // and not var/cache2 (a sibling with the same prefix).
+        assert_eq!((f.deleted_bytes, f.visible_bytes), (100, 37));
+        assert_eq!(f.file_bytes, 137);
+    }
+
+    #[test]
+    fn a_file_over_a_directory_hides_its_content() {
+        let r = set(
+            "linux",
+            vec![
+                vec![file("opt/app/x", 40, "x"), file("opt/app/y", 2, "y")],
+                vec![IndexedEntry {
+                    path: "opt/app".into(),
+                    kind: EntryKind::Symlink,
+                    size: 0,
+                    mode: 0o777,
+                    sha256: None,
+                }],
+            ],
+        );
+        let f = &r.images[0].files;
+        assert_eq!(
+            (f.overwritten_bytes, f.visible_bytes, f.wasted_bytes),
+            (42, 0, 42)
+        );
+        assert_eq!(f.efficiency, 0.0);
+    }
+
+    #[test]
+    fn windows_paths_ignore_case_and_linux_paths_do_not() {
+        let layers = || {
+            vec![
+                vec![file("Files/App/A.txt", 10, "a")],
+                vec![file("Files/app/a.txt", 10, "a")],
+            ]
+        };
+        let w = set("windows", layers());
+        assert_eq!(w.images[0].files.overwritten_bytes, 10);
+        assert_eq!(w.images[0].files.unchanged_rewrite_bytes, 10);
+        assert_eq!(w.offenders[0].path, "Files/App/A.txt");
+        let l = set("linux", layers());
+        assert_eq!(l.images[0].files.overwritten_bytes, 0);
+        assert_eq!(l.images[0].files.visible_bytes, 20);
+    }
+
+    #[test]
+    fn amortized_bytes_add_up_to_the_stored_bytes() {
+        // Three images over one 1,001-byte layer: 334 + 334 + 333.
+        let entries = vec![file("a", 1, "a")];
+        let mut indexes = HashMap::new();
+        indexes.insert(
+            "sha256:d".to_string(),
+            LayerIndex {
+                version: INDEX_VERSION,
+                diff_id: "sha256:d".into(),
+                tar_bytes: 2_048,
+                entries,
+            },
+        );
+        let image = |n: &str| ImageInput {
+            names: vec![n.into()],
+            source: "store".into(),
+            digest: format!("sha256:{n}"),
+            manifest_bytes: 1,
+            config_digest: format!("sha256:c{n}"),
+            config_bytes: 1,
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+            os_version: None,
+            layers: vec![LayerInput {
+                digest: "sha256:l".into(),
+                media_type: crate::image::media::OCI_LAYER_GZIP.into(),
+                bytes: 1_001,
+                diff_id: "sha256:d".into(),
+                urls: Vec::new(),
+                created_by: None,
+            }],
+        };
+        let r = analyze(&[image("a"), image("b"), image("c")], &indexes, 10);
+        let a: Vec<(u64, u64)> = r
+            .images
+            .iter()
+            .map(|i| (i.amortized_bytes.compressed, i.amortized_bytes.uncompressed))
+            .collect();
+        assert_eq!(a, [(334, 683), (334, 683), (333, 682)]);
+        assert_eq!(r.summary.stored_bytes.compressed, 1_001);
+        assert_eq!(r.summary.dedup_ratio.compressed, 3.0);
+        assert_eq!(r.summary.config_bytes, 3);
     }
 }
