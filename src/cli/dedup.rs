@@ -3,12 +3,13 @@
 
 use super::images::open_store;
 use super::{CliError, GlobalArgs};
-use crate::ops::dedup::{self as ops, DedupOptions, Source};
+use crate::ops::dedup::{self as ops, DedupOptions, DedupReporter, Source};
 use crate::report::{self, Gates};
 use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// The exit code when a CI gate fails.
 pub const GATE_FAILED: u8 = 3;
@@ -125,6 +126,50 @@ fn render(format: ReportFormat, r: &report::Report, out: &mut impl Write) -> std
     }
 }
 
+/// A progress bar of the layer bytes read, drawn on stderr when it is a terminal.
+struct BarReporter {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl BarReporter {
+    fn new() -> Arc<BarReporter> {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::with_draw_target(
+                Some(0),
+                indicatif::ProgressDrawTarget::stderr_with_hz(10),
+            );
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "indexing {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        Arc::new(BarReporter { bar })
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl DedupReporter for BarReporter {
+    fn start(&self, layers: u64, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(bytes);
+            b.set_message(format!("{layers} layer(s)"));
+        }
+    }
+    fn read(&self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+    }
+}
+
 pub fn run(global: &GlobalArgs, args: DedupArgs) -> Result<ExitCode, CliError> {
     let (sources, gates) = validate(&args)?;
     let store = open_store(global)?;
@@ -134,7 +179,10 @@ pub fn run(global: &GlobalArgs, args: DedupArgs) -> Result<ExitCode, CliError> {
         cache: !args.no_cache,
         ..DedupOptions::default()
     };
-    let outcome = ops::dedup(&store, &sources, &options)?;
+    let bar = BarReporter::new();
+    let outcome = ops::dedup_with(&store, &sources, &options, bar.clone());
+    bar.finish();
+    let outcome = outcome?;
     eprintln!(
         "indexed {} layer(s) ({} read, {} uncompressed), {} from the cache",
         outcome.layers_read,

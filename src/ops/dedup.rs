@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The annotation docker and containerd use for an image's full name.
 const CONTAINERD_NAME: &str = images::CONTAINERD_NAME_ANNOTATION;
@@ -683,12 +683,37 @@ fn cached_index(store: &Store, diff_id: &str) -> Option<LayerIndex> {
     (idx.version == INDEX_VERSION && idx.diff_id == diff_id).then_some(idx)
 }
 
+/// What `dedup` tells while it works; `cli` draws it. Called from the indexing threads.
+pub trait DedupReporter: Send + Sync {
+    /// The layers that must be read (not in the cache): how many, and their blob bytes.
+    fn start(&self, _layers: u64, _bytes: u64) {}
+    /// `bytes` more blob bytes were read.
+    fn read(&self, _bytes: u64) {}
+    /// A layer is indexed.
+    fn layer_done(&self, _diff_id: &str) {}
+}
+
+/// Reports nothing.
+pub struct NoReporter;
+
+impl DedupReporter for NoReporter {}
+
 /// Gathers the images of `sources` (the store's tagged images when none is given), indexes
 /// their layers and computes the report.
 pub fn dedup(
     store: &Store,
     sources: &[Source],
     options: &DedupOptions,
+) -> Result<DedupOutcome, DedupError> {
+    dedup_with(store, sources, options, Arc::new(NoReporter))
+}
+
+/// [`dedup`], telling `reporter` how the reading goes.
+pub fn dedup_with(
+    store: &Store,
+    sources: &[Source],
+    options: &DedupOptions,
+    reporter: Arc<dyn DedupReporter>,
 ) -> Result<DedupOutcome, DedupError> {
     let default = [Source::Store(Vec::new())];
     let sources = if sources.is_empty() {
@@ -807,6 +832,19 @@ pub fn dedup(
         }
         todo.push((diff_id, candidates));
     }
+    // Largest first, so that two threads finish together.
+    let mut sizes: HashMap<&str, u64> = HashMap::new();
+    for (img, _) in &found {
+        for l in &img.layers {
+            sizes.insert(l.digest.as_str(), l.bytes);
+        }
+    }
+    let size_of = |c: &Candidates| sizes.get(c[0].1.as_str()).copied().unwrap_or(0);
+    todo.sort_by(|a, b| size_of(&b.1).cmp(&size_of(&a.1)).then(a.0.cmp(&b.0)));
+    reporter.start(
+        todo.len() as u64,
+        todo.iter().map(|(_, c)| size_of(c)).sum(),
+    );
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(String, LayerIndex, u64)>> = Mutex::new(Vec::new());
     let failure: Mutex<Option<DedupError>> = Mutex::new(None);
@@ -818,12 +856,12 @@ pub fn dedup(
             let Some(blob) = providers[*source].open(digest)? else {
                 continue;
             };
+            let total = Arc::new(AtomicU64::new(0));
             let counted = CountingRead {
                 inner: blob,
-                count: 0,
-                total: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                total: Arc::clone(&total),
+                reporter: Arc::clone(&reporter),
             };
-            let total = std::sync::Arc::clone(&counted.total);
             let idx = report::index_layer(
                 counted,
                 options.limits,
@@ -844,6 +882,7 @@ pub fn dedup(
             {
                 tracing::warn!("could not cache the index of layer `{diff_id}`: {e}");
             }
+            reporter.layer_done(diff_id);
             return Ok(Some((idx, total.load(Ordering::Relaxed))));
         }
         if candidates.iter().all(|(_, _, foreign)| *foreign) {
@@ -909,17 +948,18 @@ pub fn dedup(
     })
 }
 
+/// Counts the blob bytes read, for the outcome and the reporter.
 struct CountingRead {
     inner: BlobStream,
-    count: u64,
-    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    total: Arc<AtomicU64>,
+    reporter: Arc<dyn DedupReporter>,
 }
 
 impl Read for CountingRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        self.total.store(self.count, Ordering::Relaxed);
+        self.total.fetch_add(n as u64, Ordering::Relaxed);
+        self.reporter.read(n as u64);
         Ok(n)
     }
 }
