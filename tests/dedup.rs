@@ -931,6 +931,9 @@ fn chromium(args: &[&str]) -> (String, String) {
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
+            // Console messages (errors included) go to stderr as `…:CONSOLE…] "message"`.
+            "--enable-logging=stderr",
+            "--v=0",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
@@ -1055,6 +1058,8 @@ fn html_report_loads_in_chromium_and_shows_the_charts() {
         "the page's script did not finish: {dom}\n{stderr}"
     );
     assert!(dom.contains("<pre id=\"errors\"></pre>"), "{dom}");
+    let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(console.is_empty(), "console messages: {console:#?}");
     assert!(dom.contains("id=\"sharing-chart\""), "{dom}");
     assert!(dom.contains("id=\"waste-chart\""), "{dom}");
     assert!(dom.contains("docker.io/library/slim:1"), "{dom}");
@@ -1067,9 +1072,15 @@ fn html_report_loads_in_chromium_and_shows_the_charts() {
         html.replace("var S = R.summary;", "var S = R.summary; null.boom();"),
     )
     .unwrap();
-    let (dom, _) = chromium(&["--dump-dom", &format!("file://{}", broken.display())]);
+    let (dom, stderr) = chromium(&["--dump-dom", &format!("file://{}", broken.display())]);
     assert!(dom.contains("data-report=\"error\""), "{dom}");
     assert!(dom.contains("script error:"), "{dom}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(":CONSOLE") && l.contains("Uncaught TypeError")),
+        "{stderr}"
+    );
 
     // The tables sort: a click on the images table's `wasted` header puts slim:1 first.
     let sorted = set.root.join("sorted.html");
