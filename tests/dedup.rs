@@ -895,7 +895,44 @@ fn a_corrupt_layer_is_refused_with_its_digest() {
         &[E::File("a", &content(30, 5_000))],
     );
     image(&store, "c:1", "linux", None, &[L(&l, "COPY a /")]);
-    // Flip a byte of the stored blob (its name no longer matches its bytes).
+    // An OCI layout whose layer file holds another layer's bytes (a valid gzip tar): the
+    // digest is checked while the layer streams, before any figure uses it.
+    let other = layer(
+        &store,
+        Format::Linux,
+        Compression::Gzip(6),
+        &[E::File("b", &content(31, 5_000))],
+    );
+    let layout = tempdir("corrupt-layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    for f in ["index.json", "oci-layout"] {
+        std::fs::copy(root.join(f), layout.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), layout.join("blobs/sha256").join(e.file_name())).unwrap();
+    }
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    std::fs::copy(
+        root.join("blobs/sha256").join(hex(&other.digest)),
+        layout.join("blobs/sha256").join(hex(&l.digest)),
+    )
+    .unwrap();
+    let fresh = Store::open(tempdir("corrupt-fresh")).unwrap();
+    let err = dedup(
+        &fresh,
+        &[Source::OciLayout(layout)],
+        &DedupOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&l.digest), "{err}");
+    assert!(
+        err.contains(&format!("the blob hashes to `{}`", other.digest)),
+        "{err}"
+    );
+
+    // Flip a byte of the stored blob: decompression or the diff_id check refuses it.
     let p = store.blob_path(&l.digest).unwrap();
     let mut bytes = Vec::new();
     std::fs::File::open(&p)

@@ -183,6 +183,12 @@ trait Blobs: Sync {
     fn read_small(&self, digest: &str) -> Result<Vec<u8>, DedupError>;
     /// A layer blob as a stream, or `None` when the source does not have it.
     fn open(&self, digest: &str) -> Result<Option<BlobStream>, DedupError>;
+    /// True when the source only ever holds blobs whose bytes match their digest (the store
+    /// verifies every blob before it enters), so reading need not hash the blob again. The
+    /// diff_id is checked either way.
+    fn verified(&self) -> bool {
+        false
+    }
 }
 
 struct StoreBlobs<'a>(&'a Store);
@@ -200,6 +206,9 @@ impl Blobs for StoreBlobs<'_> {
             Err(StoreError::BlobNotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+    fn verified(&self) -> bool {
+        true
     }
 }
 
@@ -668,19 +677,44 @@ impl HashingSink {
     }
 }
 
-/// Where the index of `diff_id` is cached, relative to the store root.
+/// Where the index of `diff_id` is cached.
 fn cache_file(store: &Store, diff_id: &str) -> Result<PathBuf, DedupError> {
     let hex = crate::store::digest_hex(diff_id)?;
-    let dir = store.cache_dir().join("dedup-index");
-    let rel = dir.strip_prefix(store.root()).unwrap_or(&dir).join(hex);
-    Ok(rel)
+    Ok(store.cache_dir().join("dedup-index").join(hex))
 }
 
 fn cached_index(store: &Store, diff_id: &str) -> Option<LayerIndex> {
-    let rel = cache_file(store, diff_id).ok()?;
-    let bytes = std::fs::read(store.root().join(rel)).ok()?;
+    let path = cache_file(store, diff_id).ok()?;
+    let bytes = std::fs::read(path).ok()?;
     let idx: LayerIndex = serde_json::from_slice(&bytes).ok()?;
     (idx.version == INDEX_VERSION && idx.diff_id == diff_id).then_some(idx)
+}
+
+/// Writes an index record: a temp file renamed into place, so readers see all of it or none.
+/// Not fsynced: it is a cache, and a record a crash leaves short fails to parse and is made
+/// again; an fsync per layer would put the disk's latency into every report.
+fn write_cached_index(store: &Store, idx: &LayerIndex) -> Result<(), DedupError> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let path = cache_file(store, &idx.diff_id)?;
+    let dir = path.parent().unwrap_or(store.root());
+    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let bytes = serde_json::to_vec(idx).map_err(|e| DedupError::Io {
+        op: "encode",
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    let result = std::fs::write(&tmp, &bytes)
+        .map_err(io_err("write", &tmp))
+        .and_then(|_| std::fs::rename(&tmp, &path).map_err(io_err("rename to", &path)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// What `dedup` tells while it works; `cli` draws it. Called from the indexing threads.
@@ -866,7 +900,7 @@ pub fn dedup_with(
                 counted,
                 options.limits,
                 Expected {
-                    digest: Some(digest),
+                    digest: (!providers[*source].verified()).then_some(digest.as_str()),
                     diff_id: Some(diff_id),
                 },
             )
@@ -876,9 +910,7 @@ pub fn dedup_with(
                 error,
             })?;
             if options.cache
-                && let Ok(rel) = cache_file(store, diff_id)
-                && let Ok(bytes) = serde_json::to_vec(&idx)
-                && let Err(e) = store.write_record(&rel, &bytes)
+                && let Err(e) = write_cached_index(store, &idx)
             {
                 tracing::warn!("could not cache the index of layer `{diff_id}`: {e}");
             }

@@ -167,14 +167,19 @@ pub fn index_layer(
     limits: ReadLimits,
     expected: Expected<'_>,
 ) -> Result<LayerIndex, IndexError> {
+    // The blob is hashed only when there is a digest to check it against.
     let blob_state: Shared = Rc::new(RefCell::new((Sha256::new(), 0)));
-    let decompressed = reader::open(
-        Hashing {
-            inner: blob,
-            state: Rc::clone(&blob_state),
-        },
-        limits,
-    )?;
+    let decompressed = if expected.digest.is_some() {
+        reader::open(
+            Hashing {
+                inner: blob,
+                state: Rc::clone(&blob_state),
+            },
+            limits,
+        )?
+    } else {
+        reader::open(blob, limits)?
+    };
     let tar_state: Shared = Rc::new(RefCell::new((Sha256::new(), 0)));
     let mut tar = TarReader::new(Hashing {
         inner: decompressed,
