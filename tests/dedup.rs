@@ -255,6 +255,24 @@ fn linux_set(name: &str) -> LinuxSet {
         None,
         &[base, L(&l4, "RUN rm /etc/big.dat")],
     );
+    // An artifact (a Helm chart) in the same store: not an image, left out of every figure.
+    let chart = store.put_blob(b"chart", None).unwrap();
+    let (cd, cs) = put_json(&store, &serde_json::json!({"name": "app"}));
+    let (md, ms) = put_json(
+        &store,
+        &serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cd, "size": cs},
+            "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": chart, "size": 5}],
+        }),
+    );
+    store
+        .tag(
+            "docker.io/library/chart:1",
+            IndexEntry::new(media::OCI_MANIFEST, &md, ms),
+        )
+        .unwrap();
     LinuxSet {
         root,
         b,

@@ -451,6 +451,20 @@ fn expand(
     }
     let manifest_bytes = blobs.read_small(&root.digest)?;
     let m: Manifest = parse_json(&manifest_bytes, &root.digest, "manifest")?;
+    // Artifacts (charts, signatures, SBOMs) are not images: no rootfs to report on.
+    if !media::is_config(&m.config.media_type)
+        || m.layers.iter().any(|l| {
+            !media::is_layer(&l.media_type)
+                && !l.media_type.contains(".rootfs.")
+                && !l.media_type.contains(".image.layer.")
+        })
+    {
+        tracing::info!(
+            "`{name}` ({}) is not a container image: left out",
+            root.digest
+        );
+        return Ok(());
+    }
     let config_bytes = blobs.read_small(&m.config.digest)?;
     let config: ImageConfig = parse_json(&config_bytes, &m.config.digest, "config")?;
     let image = image_input(
