@@ -172,8 +172,17 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DedupError
 /// A layer blob being read.
 type BlobStream = Box<dyn Read + Send>;
 
-/// The blobs holding one diff_id: (source, digest, foreign).
-type Candidates = Vec<(usize, String, bool)>;
+/// A blob holding a diff_id, in one source.
+struct Candidate {
+    source: usize,
+    digest: String,
+    /// The size its descriptor gives.
+    bytes: u64,
+    foreign: bool,
+}
+
+/// The blobs holding one diff_id, the first found first.
+type Candidates = Vec<Candidate>;
 
 /// Read access to the blobs of one source.
 trait Blobs: Sync {
@@ -862,8 +871,16 @@ pub fn dedup_with(
         for l in &img.layers {
             let foreign = !l.urls.is_empty() || media::is_foreign(&l.media_type);
             let c = jobs.entry(l.diff_id.clone()).or_default();
-            if !c.iter().any(|(s, d, _)| *s == *source && *d == l.digest) {
-                c.push((*source, l.digest.clone(), foreign));
+            if !c
+                .iter()
+                .any(|x| x.source == *source && x.digest == l.digest)
+            {
+                c.push(Candidate {
+                    source: *source,
+                    digest: l.digest.clone(),
+                    bytes: l.bytes,
+                    foreign,
+                });
             }
         }
     }
@@ -881,13 +898,7 @@ pub fn dedup_with(
         todo.push((diff_id, candidates));
     }
     // Largest first, so that two threads finish together.
-    let mut sizes: HashMap<&str, u64> = HashMap::new();
-    for (img, _) in &found {
-        for l in &img.layers {
-            sizes.insert(l.digest.as_str(), l.bytes);
-        }
-    }
-    let size_of = |c: &Candidates| sizes.get(c[0].1.as_str()).copied().unwrap_or(0);
+    let size_of = |c: &Candidates| c.first().map(|x| x.bytes).unwrap_or(0);
     todo.sort_by(|a, b| size_of(&b.1).cmp(&size_of(&a.1)).then(a.0.cmp(&b.0)));
     reporter.start(
         todo.len() as u64,
@@ -898,9 +909,15 @@ pub fn dedup_with(
     let failure: Mutex<Option<DedupError>> = Mutex::new(None);
     let providers = &providers;
     let index_one = |diff_id: &str,
-                     candidates: &[(usize, String, bool)]|
+                     candidates: &[Candidate]|
      -> Result<Option<(LayerIndex, u64)>, DedupError> {
-        for (source, digest, _) in candidates {
+        for Candidate {
+            source,
+            digest,
+            bytes,
+            ..
+        } in candidates
+        {
             let Some(blob) = providers[*source].open(digest)? else {
                 continue;
             };
@@ -923,22 +940,30 @@ pub fn dedup_with(
                 source_label: providers[*source].label(),
                 error,
             })?;
+            let read = total.load(Ordering::Relaxed);
+            if read != *bytes {
+                return Err(DedupError::Invalid {
+                    what: format!("{digest} in {}", providers[*source].label()),
+                    kind: "layer descriptor",
+                    message: format!("it gives {bytes} bytes, the blob has {read}"),
+                });
+            }
             if options.cache
                 && let Err(e) = write_cached_index(store, &idx)
             {
                 tracing::warn!("could not cache the index of layer `{diff_id}`: {e}");
             }
             reporter.layer_done(diff_id);
-            return Ok(Some((idx, total.load(Ordering::Relaxed))));
+            return Ok(Some((idx, read)));
         }
-        if candidates.iter().all(|(_, _, foreign)| *foreign) {
+        if candidates.iter().all(|c| c.foreign) {
             tracing::info!("foreign layer `{diff_id}` is not available: its files are left out");
             return Ok(None);
         }
-        let (source, digest, _) = &candidates[0];
+        let first = &candidates[0];
         Err(DedupError::Missing {
-            digest: digest.clone(),
-            source_label: providers[*source].label(),
+            digest: first.digest.clone(),
+            source_label: providers[first.source].label(),
         })
     };
     let workers = options.threads.max(1).min(todo.len().max(1));
