@@ -757,6 +757,7 @@ fn windows_fixtures_across_ltsc2019_2022_2025() {
     assert_eq!(r.summary.foreign_bytes, sc_layer);
     assert_eq!(r.foreign.len(), 1);
     assert!(r.foreign[0].urls[0].starts_with("https://mcr.microsoft.com/"));
+    assert_eq!(r.foreign[0].media_type, media::OCI_LAYER_NONDIST_GZIP);
     let nano2022 = img(&r, nano);
     let app = img(&r, "wcbuild.local/app:ltsc2022");
     let nano_layer = nano2022.layers[0].compressed_bytes;

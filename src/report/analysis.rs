@@ -416,6 +416,8 @@ struct Blob {
     diff_id: String,
     urls: Vec<String>,
     foreign: bool,
+    /// The media type an image lists it with as a foreign layer, if one does.
+    foreign_media_type: Option<String>,
     images: Vec<usize>,
 }
 
@@ -493,6 +495,7 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
                     diff_id: l.diff_id.clone(),
                     urls: Vec::new(),
                     foreign: false,
+                    foreign_media_type: None,
                     images: Vec::new(),
                 });
                 blobs.len() - 1
@@ -500,6 +503,10 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
             let blob = &mut blobs[b];
             if !l.urls.is_empty() || crate::image::media::is_foreign(&l.media_type) {
                 blob.foreign = true;
+                if crate::image::media::is_foreign(&l.media_type) {
+                    blob.foreign_media_type
+                        .get_or_insert_with(|| l.media_type.clone());
+                }
                 for u in &l.urls {
                     if !blob.urls.contains(u) {
                         blob.urls.push(u.clone());
@@ -578,7 +585,10 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
         .filter(|b| b.foreign)
         .map(|b| ForeignLayer {
             digest: b.digest.clone(),
-            media_type: b.media_type.clone(),
+            media_type: b
+                .foreign_media_type
+                .clone()
+                .unwrap_or_else(|| b.media_type.clone()),
             bytes: b.bytes,
             urls: b.urls.clone(),
         })
