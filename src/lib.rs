@@ -4,6 +4,7 @@
 //! - [`dockerfile`]: the Dockerfile language (parser, expansion lexer, validation, .dockerignore)
 //! - [`plan`]: stages, ARG scoping and expansion, per platform
 //! - [`image`]: references, platforms and os.version matching, manifests, configs, media types
+//! - [`report`]: dedup analysis over layer indexes, and its table, JSON and HTML renderers
 //! - [`ops`]: the use cases the commands call
 //! - [`cli`]: the command line; the only part that prints
 
@@ -15,4 +16,5 @@ pub mod ops;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod report;
 pub mod store;

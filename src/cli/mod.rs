@@ -2,9 +2,11 @@
 //! file per command that calls `ops` and prints. This is the only part that prints; stdout
 //! carries data (JSON, digests), stderr carries messages for people.
 //!
-//! Exit codes: 0 success, 1 the command failed, 2 usage errors (and commands not built yet).
+//! Exit codes: 0 success, 1 the command failed, 2 usage errors (and commands not built yet),
+//! 3 a CI gate of `wcbuild dedup` failed (the report is still written).
 
 mod build;
+mod dedup;
 mod dockerfile;
 mod images;
 mod layer;
@@ -70,7 +72,7 @@ pub enum Commands {
     /// Read images from an OCI or `docker save` tar file or an OCI layout folder
     Load(images::LoadArgs),
     /// Report which layers and files images share and duplicate
-    Dedup(Pending),
+    Dedup(dedup::DedupArgs),
     /// Say which Windows hosts and isolation modes can run an image
     Compat(Pending),
     /// Log in to a registry
@@ -166,6 +168,7 @@ pub fn main() -> ExitCode {
         Commands::Rmi(a) => images::rmi(g, a),
         Commands::Save(a) => images::save(g, a),
         Commands::Load(a) => images::load(g, a),
+        Commands::Dedup(a) => dedup::run(g, a),
         Commands::Prune(a) => images::prune(g, a),
         Commands::Layer(cmd) => layer::run(cmd),
         Commands::Pull(a) => registry::pull(g, a),
