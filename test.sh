@@ -14,7 +14,8 @@ cd "$(dirname "$0")"
 # - docker-registry: a real registry (distribution 2.8) the pull/push tests start on loopback
 # - apache2-utils (htpasswd), openssl: basic auth and TLS for those registries
 # - python3-cryptography: the test token server signs its JWTs with it
-packages=(gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz docker-registry apache2-utils openssl python3-cryptography)
+# - chromium: the dedup HTML report is loaded and screenshotted headless
+packages=(gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz docker-registry apache2-utils openssl python3-cryptography chromium)
 need_apt=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -160,7 +160,9 @@ fn random_image(store: &Store, name: &str, size: usize, seed: u64) -> String {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": size}]
+        // Random bytes under a gzip label: a registry never looks inside, and a push sends
+        // them as they are (an uncompressed `tar` layer would be compressed first).
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": size}]
     })
     .to_string();
     let md = store.put_blob(manifest.as_bytes(), None).unwrap();
@@ -986,6 +988,7 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                 .map(|p| p.to_string())
                                 .unwrap_or_default();
                             let put = req.method() == hyper::Method::PUT;
+                            let head = req.method() == hyper::Method::HEAD;
                             let is_blob = path.contains("/blobs/sha256:")
                                 && req.method() == hyper::Method::GET;
                             let is_manifest =
@@ -1089,6 +1092,16 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                 })
                                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
                                 .collect();
+                            if head
+                                && let Some(n) = resp
+                                    .headers()
+                                    .get("content-length")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string)
+                            {
+                                // hyper would send 0 for an empty body; a HEAD keeps the upstream length.
+                                hdrs.push(("Content-Length".into(), n.to_string()));
+                            }
                             let mut bytes = resp.bytes().await.unwrap_or_default().to_vec();
                             if is_manifest && fault == Fault::WrongDigest {
                                 hdrs.retain(|(k, _)| k != "docker-content-digest");
@@ -1974,9 +1987,16 @@ fn a_broken_upload_resumes_from_its_status() {
 fn independent_stages_pull_their_bases_concurrently() {
     let reg = Registry::start("");
     let (store, _d) = empty_store();
-    for (n, seed) in [("one", 21u8), ("two", 22u8)] {
+    for (n, seed) in [("one", 21u64), ("two", 22u64)] {
+        // Incompressible, so that the pushed (gzip) layers stay over 1 MB.
+        let mut x = seed;
         let data: Vec<u8> = (0..8_000_000u32)
-            .map(|i| (i as u8).wrapping_mul(seed))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
             .collect();
         let layer = tar_of(&format!("{n}.bin"), &data);
         image_with_layer(
@@ -2038,7 +2058,7 @@ fn add_downloads_https_urls_verified() {
         &store,
         "local/file:1",
         &payload,
-        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
         &[],
     );
     let o = ClientOptions {
@@ -2104,4 +2124,123 @@ fn add_downloads_https_urls_verified() {
         err.contains("ADD https://") && err.to_lowercase().contains("certificate"),
         "{err}"
     );
+}
+
+#[test]
+fn dedup_reads_images_in_a_registry_without_storing_layers() {
+    use wcbuild::ops::dedup::{DedupOptions, Source, dedup};
+    let reg = Registry::start("");
+    let (store, _d) = fixture_store();
+    let rt = rt();
+    let dest = format!("{}/wcb/nano:multi", reg.host());
+    rt.block_on(push(
+        &store,
+        &Client::new(opts()),
+        &format!("{NANO}:multi"),
+        Some(&dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let no_cache = DedupOptions {
+        cache: false,
+        ..DedupOptions::default()
+    };
+    let local = dedup(
+        &store,
+        &[Source::Store(vec![format!("{NANO}:multi")])],
+        &no_cache,
+    )
+    .unwrap()
+    .report;
+    let (empty, empty_dir) = empty_store();
+    let remote = dedup(&empty, &[Source::Registry(dest.clone())], &no_cache)
+        .unwrap()
+        .report;
+    assert_eq!(remote.summary, local.summary);
+    assert_eq!(
+        remote.images.len(),
+        3,
+        "the index expands to its three Windows versions"
+    );
+    assert!(
+        blob_names(&empty_dir).is_empty(),
+        "a registry report stores no blob"
+    );
+    // A corrupted layer on the way is refused.
+    let proxy = start_proxy(reg.port, Fault::CorruptBlob);
+    let via = format!("127.0.0.1:{}/wcb/nano:multi", proxy.port);
+    let err = dedup(&empty, &[Source::Registry(via)], &no_cache).unwrap_err();
+    assert!(err.to_string().contains("sha256"), "{err}");
+}
+
+#[test]
+fn uncompressed_layers_leave_compressed_once() {
+    let reg = Registry::start("");
+    let (_s, root) = empty_store();
+    let ctx = tempdir("uncomp");
+    std::fs::write(ctx.join("big.txt"), "all work and no play\n".repeat(50_000)).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY big.txt /\n").unwrap();
+    let dest = format!("{}/wcb/plain:1", reg.host());
+    let (ok, local, err) = build_cli(
+        &root,
+        &ctx,
+        &[
+            "--compression",
+            "uncompressed",
+            "-t",
+            &dest,
+            "--push",
+            "--progress",
+            "plain",
+        ],
+    );
+    assert!(ok, "{err}");
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{dest}"),
+    ]);
+    let remote = format!("sha256:{}", sha256_hex(raw.as_bytes()));
+    assert_ne!(
+        remote, local,
+        "the registry gets a manifest naming gzip layers"
+    );
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert!(
+        m["layers"][0]["size"].as_u64().unwrap() < 100_000,
+        "it was compressed"
+    );
+    // The config (and its diff_ids) is the same; a second push compresses nothing again.
+    let s = Store::open(&root).unwrap();
+    let lm: serde_json::Value = serde_json::from_slice(&s.read_blob(&local).unwrap()).unwrap();
+    assert_eq!(m["config"]["digest"], lm["config"]["digest"]);
+    let again = rt()
+        .block_on(push(
+            &s,
+            &Client::new(opts()),
+            &dest,
+            None,
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!((again.digest.clone(), again.uploaded), (remote, 0));
+    // And a pull of it verifies.
+    let (fresh, _fd) = empty_store();
+    let p = rt()
+        .block_on(pull(
+            &fresh,
+            &Client::new(opts()),
+            &dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(p.digest, again.digest);
 }

@@ -31,7 +31,8 @@ pub struct DedupArgs {
     /// Every tagged image in the store, as well as the --from sources
     #[arg(long)]
     pub all: bool,
-    /// More images: `oci-layout:DIR` or `docker-archive:FILE` (repeatable)
+    /// More images: `oci-layout:DIR`, `docker-archive:FILE` or `registry:REF` (repeatable;
+    /// a registry's layers are streamed once and not stored)
     #[arg(long, value_name = "SOURCE")]
     pub from: Vec<String>,
     /// Output format
@@ -61,6 +62,8 @@ pub struct DedupArgs {
     /// Gate: fail (exit 3) when the set's compressed dedup ratio is below RATIO
     #[arg(long, value_name = "RATIO")]
     pub min_dedup_ratio: Option<f64>,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryArgs,
 }
 
 fn ratio_arg(name: &str, v: Option<f64>, max: Option<f64>) -> Result<(), CliError> {
@@ -177,6 +180,7 @@ pub fn run(global: &GlobalArgs, args: DedupArgs) -> Result<ExitCode, CliError> {
         top: args.top,
         threads: args.threads.max(1),
         cache: !args.no_cache,
+        registry: args.registry.options(),
         ..DedupOptions::default()
     };
     let bar = BarReporter::new();
@@ -250,7 +254,7 @@ mod tests {
             &["--format", "html"],
             &["--max-wasted-ratio", "1.5"],
             &["--min-efficiency=-1"],
-            &["--from", "registry:x/y"],
+            &["--from", "registry:NOT/valid"],
             &["--top", "0"],
         ] {
             assert!(

@@ -33,9 +33,9 @@ pub enum Source {
     OciLayout(PathBuf),
     /// Every image of a `docker save` tar, either layout (`docker-archive:FILE`).
     DockerArchive(PathBuf),
-    // A registry source (`registry:REF`: manifests and configs fetched, each layer streamed
-    // once into the indexer and not stored) is added here with the registry client, as one
-    // more `Blobs` implementation below.
+    /// An image or index in a registry (`registry:REF`): manifests and configs are fetched,
+    /// each layer is streamed once into the indexer (verified) and never stored.
+    Registry(String),
 }
 
 impl Source {
@@ -54,13 +54,15 @@ impl Source {
             }
             return Ok(Source::DockerArchive(PathBuf::from(f)));
         }
-        if s.starts_with("registry:") || s.starts_with("docker://") {
-            return Err(format!(
-                "`{s}`: registry inputs are not supported yet in this version of wcbuild"
-            ));
+        if let Some(r) = s
+            .strip_prefix("registry:")
+            .or_else(|| s.strip_prefix("docker://"))
+        {
+            crate::image::Reference::parse(r).map_err(|e| format!("`{s}`: {e}"))?;
+            return Ok(Source::Registry(r.to_string()));
         }
         Err(format!(
-            "`{s}` is not a source: expected `oci-layout:DIR` or `docker-archive:FILE`"
+            "`{s}` is not a source: expected `oci-layout:DIR`, `docker-archive:FILE` or `registry:REF`"
         ))
     }
 
@@ -69,6 +71,7 @@ impl Source {
             Source::Store(_) => "store".into(),
             Source::OciLayout(d) => format!("oci-layout:{}", d.display()),
             Source::DockerArchive(f) => format!("docker-archive:{}", f.display()),
+            Source::Registry(r) => format!("registry:{r}"),
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct DedupOptions {
     pub limits: ReadLimits,
     /// Read and write the layer index cache in the store.
     pub cache: bool,
+    /// How to reach registries (`Source::Registry`).
+    pub registry: crate::registry::ClientOptions,
 }
 
 impl Default for DedupOptions {
@@ -93,6 +98,7 @@ impl Default for DedupOptions {
             threads: 2,
             limits: ReadLimits::default(),
             cache: true,
+            registry: crate::registry::ClientOptions::default(),
         }
     }
 }
@@ -121,6 +127,9 @@ pub enum DedupError {
     /// An image name is unknown or invalid.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A registry could not be read.
+    #[error("{0}")]
+    Registry(String),
     /// A document is not what it claims.
     #[error("`{what}` is not a valid {kind}: {message}")]
     Invalid {
@@ -282,6 +291,136 @@ impl Blobs for LayoutBlobs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("open", &p)(e)),
         }
+    }
+}
+
+/// A repository in a registry: small documents fetched and checked, layers streamed through
+/// a bounded pipe from a download task (verified by the client as they come), never stored.
+struct RegistryBlobs {
+    client: crate::registry::Client,
+    repo: crate::registry::Repo,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl Blobs for RegistryBlobs {
+    fn label(&self) -> String {
+        format!("registry {}", self.repo)
+    }
+    fn read_small(&self, digest: &str) -> Result<Vec<u8>, DedupError> {
+        let err = |e: crate::registry::RegistryError| DedupError::Registry(e.to_string());
+        // Configs come from the blob endpoint; manifests and indexes (which registries do not
+        // serve as blobs) from the manifest one.
+        let size = match self
+            .rt
+            .block_on(self.client.blob_size(&self.repo, digest))
+            .map_err(err)?
+        {
+            Some(size) => size,
+            None => {
+                return match self
+                    .rt
+                    .block_on(self.client.get_manifest(&self.repo, digest))
+                {
+                    Ok(f) => Ok(f.bytes),
+                    Err(crate::registry::RegistryError::NotFound { .. }) => {
+                        Err(DedupError::Missing {
+                            digest: digest.to_string(),
+                            source_label: self.label(),
+                        })
+                    }
+                    Err(e) => Err(err(e)),
+                };
+            }
+        };
+        if size > MAX_METADATA_BYTES {
+            return Err(DedupError::Invalid {
+                what: digest.to_string(),
+                kind: "manifest, index or config",
+                message: format!("larger than {MAX_METADATA_BYTES} bytes"),
+            });
+        }
+        struct VecSink(Vec<u8>);
+        impl crate::registry::BlobSink for VecSink {
+            fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+                self.0.extend_from_slice(buf);
+                Ok(())
+            }
+            fn restart(&mut self) -> io::Result<()> {
+                self.0.clear();
+                Ok(())
+            }
+        }
+        let desc = crate::image::Descriptor::new("application/octet-stream", digest, size);
+        let mut sink = VecSink(Vec::new());
+        self.rt
+            .block_on(
+                self.client
+                    .get_blob(&self.repo, &desc, &mut sink, &mut |_| {}),
+            )
+            .map_err(err)?;
+        Ok(sink.0)
+    }
+    fn open(&self, digest: &str) -> Result<Option<BlobStream>, DedupError> {
+        let err = |e: crate::registry::RegistryError| DedupError::Registry(e.to_string());
+        let Some(size) = self
+            .rt
+            .block_on(self.client.blob_size(&self.repo, digest))
+            .map_err(err)?
+        else {
+            return Ok(None);
+        };
+        let desc = crate::image::Descriptor::new("application/octet-stream", digest, size);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+        struct PipeSink(std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>);
+        impl crate::registry::BlobSink for PipeSink {
+            fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+                self.0
+                    .send(Ok(buf.to_vec()))
+                    .map_err(|_| io::Error::other("the reader stopped"))
+            }
+            fn restart(&mut self) -> io::Result<()> {
+                Err(io::Error::other(
+                    "the registry restarted the download; bytes already read cannot be taken back",
+                ))
+            }
+        }
+        let (client, repo) = (self.client.clone(), self.repo.clone());
+        self.rt.spawn(async move {
+            let mut sink = PipeSink(tx.clone());
+            let r = client.get_blob(&repo, &desc, &mut sink, &mut |_| {}).await;
+            // The end of the stream is the channel closing; an error is sent first, so that a
+            // corrupt download never reads as a clean end.
+            if let Err(e) = r {
+                let _ = tx.send(Err(io::Error::other(e.to_string())));
+            }
+        });
+        struct PipeReader {
+            rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+            buf: Vec<u8>,
+            pos: usize,
+        }
+        impl Read for PipeReader {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                while self.pos == self.buf.len() {
+                    match self.rx.recv() {
+                        Ok(chunk) => {
+                            self.buf = chunk?;
+                            self.pos = 0;
+                        }
+                        Err(_) => return Ok(0),
+                    }
+                }
+                let n = out.len().min(self.buf.len() - self.pos);
+                out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+        Ok(Some(Box::new(PipeReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        })))
     }
 }
 
@@ -854,6 +993,32 @@ pub fn dedup_with(
                 }
                 providers.push(Box::new(blobs));
             }
+            Source::Registry(r) => {
+                let reference = crate::image::Reference::parse(r)
+                    .map_err(|e| DedupError::Registry(e.to_string()))?;
+                let blobs = RegistryBlobs {
+                    client: crate::registry::Client::new(options.registry.clone()),
+                    repo: crate::registry::Repo::of(&reference),
+                    rt: Arc::new(super::registry::runtime()),
+                };
+                let tag = match (&reference.digest, &reference.tag) {
+                    (Some(d), _) => d.to_string(),
+                    (None, Some(t)) => t.clone(),
+                    (None, None) => "latest".into(),
+                };
+                let top = blobs
+                    .rt
+                    .block_on(blobs.client.get_manifest(&blobs.repo, &tag))
+                    .map_err(|e| DedupError::Registry(e.to_string()))?;
+                let root = Root {
+                    name: Some(reference.to_string()),
+                    media_type: top.media_type,
+                    digest: top.digest,
+                    platform: None,
+                };
+                expand(&blobs, k, &label, root, &mut found, 0)?;
+                providers.push(Box::new(blobs));
+            }
         }
     }
     if found.is_empty() {
@@ -1053,11 +1218,11 @@ mod tests {
             Source::parse("docker-archive:a.tar").unwrap(),
             Source::DockerArchive(PathBuf::from("a.tar"))
         );
-        assert!(
-            Source::parse("registry:ghcr.io/x/y")
-                .unwrap_err()
-                .contains("not supported yet")
+        assert_eq!(
+            Source::parse("registry:ghcr.io/x/y").unwrap(),
+            Source::Registry("ghcr.io/x/y".into())
         );
+        assert!(Source::parse("registry:UPPER/case").is_err());
         assert!(Source::parse("oci-layout:").is_err());
         assert!(Source::parse("/tmp/x").is_err());
     }

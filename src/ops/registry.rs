@@ -727,6 +727,57 @@ fn media_type_of(declared: &Option<String>, bytes: &[u8]) -> String {
     }
 }
 
+/// The manifest (or index) to send for `digest`: the same one, unless some of its layers are
+/// kept uncompressed in the store (`--compression uncompressed`); those are compressed once
+/// (gzip, remembered by diff_id) and a manifest naming the compressed blobs is stored and sent.
+fn distributable(store: &Store, digest: &str, media_type: &str) -> Result<String, TransferError> {
+    let bytes = store.read_blob(digest)?;
+    let mut v: serde_json::Value = parse(&bytes, digest, "manifest")?;
+    let mut changed = false;
+    if media::is_index(media_type) {
+        if let Some(list) = v["manifests"].as_array_mut() {
+            for m in list {
+                let (Some(d), Some(mt)) = (m["digest"].as_str(), m["mediaType"].as_str()) else {
+                    continue;
+                };
+                if !media::is_manifest(mt) || store.blob_size(d)?.is_none() {
+                    continue;
+                }
+                let nd = distributable(store, d, mt)?;
+                if nd != d {
+                    m["size"] = store.blob_size(&nd)?.unwrap_or(0).into();
+                    m["digest"] = nd.into();
+                    changed = true;
+                }
+            }
+        }
+    } else if let Some(layers) = v["layers"].as_array_mut() {
+        for l in layers {
+            let (Some(d), Some(mt)) = (l["digest"].as_str(), l["mediaType"].as_str()) else {
+                continue;
+            };
+            if mt != media::OCI_LAYER {
+                continue;
+            }
+            let c = super::images::compressed_layer(store, d, crate::layer::Compression::Gzip(6))
+                .map_err(|e| TransferError::Invalid {
+                what: d.to_string(),
+                kind: "layer",
+                message: e.to_string(),
+            })?;
+            l["mediaType"] = c.media_type.into();
+            l["digest"] = c.digest.into();
+            l["size"] = c.size.into();
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(digest.to_string());
+    }
+    let out = serde_json::to_vec(&v).expect("JSON values serialize");
+    Ok(store.put_blob(&out, None)?)
+}
+
 /// Pushes the image or index `src` of the store to `dest` (default: `src`'s own name).
 /// Blobs the repository has are skipped, blobs known in another repository of the registry
 /// are mounted, the rest upload in parallel; manifests go last, the tagged one at the end.
@@ -738,7 +789,7 @@ pub async fn push(
     opts: &PushOptions,
     reporter: &mut dyn Reporter,
 ) -> Result<Pushed, TransferError> {
-    let entry = if src.starts_with("sha256:") {
+    let mut entry = if src.starts_with("sha256:") {
         let size = store
             .blob_size(src)?
             .ok_or_else(|| TransferError::NotInStore(src.to_string()))?;
@@ -755,6 +806,14 @@ pub async fn push(
             .lookup(&full)?
             .ok_or_else(|| TransferError::NotInStore(src.to_string()))?
     };
+    // Layers kept uncompressed leave the machine compressed (a new manifest digest).
+    let sent = distributable(store, &entry.digest, &entry.media_type)?;
+    if sent != entry.digest {
+        let size = store.blob_size(&sent)?.unwrap_or(0);
+        let mut e = IndexEntry::new(&entry.media_type, &sent, size);
+        e.platform = entry.platform.clone();
+        entry = e;
+    }
     let dest_name = dest.unwrap_or(src);
     let dest_ref = Reference::parse(dest_name)?;
     let repo = Repo::of(&dest_ref);
