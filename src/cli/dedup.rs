@@ -254,7 +254,7 @@ mod tests {
             &["--format", "html"],
             &["--max-wasted-ratio", "1.5"],
             &["--min-efficiency=-1"],
-            &["--from", "registry:NOT/valid"],
+            &["--from", "registry:a//b"],
             &["--top", "0"],
         ] {
             assert!(
