@@ -2244,3 +2244,72 @@ fn uncompressed_layers_leave_compressed_once() {
         .unwrap();
     assert_eq!(p.digest, again.digest);
 }
+
+#[test]
+fn copy_from_an_image_in_a_registry() {
+    let reg = Registry::start("");
+    let (store, _d) = empty_store();
+    let layer = tar_of("hello.txt", b"hello from a registry\n");
+    let ld = store.put_blob(&layer, None).unwrap();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [ld]}, "config": {}}).to_string();
+    let cd = store.put_blob(config.as_bytes(), None).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": layer.len()}]
+    })
+    .to_string();
+    let md = store.put_blob(manifest.as_bytes(), None).unwrap();
+    store
+        .tag(
+            "docker.io/local/files:1",
+            IndexEntry::new(
+                "application/vnd.oci.image.manifest.v1+json",
+                &md,
+                manifest.len() as u64,
+            )
+            .with_reference("docker.io/local/files:1"),
+        )
+        .unwrap();
+    let src = format!("{}/wcb/files:1", reg.host());
+    rt().block_on(push(
+        &store,
+        &Client::new(opts()),
+        "local/files:1",
+        Some(&src),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let ctx = tempdir("copyfrom");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nCOPY --from={src} /hello.txt /copied.txt\n"),
+    )
+    .unwrap();
+    let (_s, root) = empty_store();
+    let (ok, digest, err) = build_cli(&root, &ctx, &["--progress", "plain"]);
+    assert!(ok, "{err}");
+    let s = Store::open(&root).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&s.read_blob(&digest).unwrap()).unwrap();
+    let raw = s
+        .read_blob(m["layers"][0]["digest"].as_str().unwrap())
+        .unwrap_or_else(|_| {
+            std::fs::read(
+                root.join("blobs/sha256").join(
+                    m["layers"][0]["digest"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("sha256:"),
+                ),
+            )
+            .unwrap()
+        });
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut tar).unwrap();
+    let text = String::from_utf8_lossy(&tar);
+    assert!(
+        text.contains("copied.txt") && text.contains("hello from a registry"),
+        "{text}"
+    );
+}

@@ -691,12 +691,12 @@ pub fn build_with(
                                 rootfs.of_stage(store, dep, &states[&dep]).map_err(err)?
                             }
                             (None, Some(NamedContext::Dir(d))) => rootfs.of_dir(from, d),
-                            (None, Some(NamedContext::Image(r))) => {
-                                rootfs.of_image(store, r, &stage.platform).map_err(err)?
-                            }
-                            (None, None) => {
-                                rootfs.of_image(store, from, &stage.platform).map_err(err)?
-                            }
+                            (None, Some(NamedContext::Image(r))) => rootfs
+                                .of_image(store, r, &stage.platform, settings.registry.as_ref())
+                                .map_err(err)?,
+                            (None, None) => rootfs
+                                .of_image(store, from, &stage.platform, settings.registry.as_ref())
+                                .map_err(err)?,
                         }),
                     };
                     let done = copy_step(
@@ -1957,9 +1957,10 @@ impl RootfsCache {
         store: &Store,
         reference: &str,
         platform: &Platform,
+        remote: Option<&crate::registry::ClientOptions>,
     ) -> Result<&Rootfs, String> {
         if !self.images.contains_key(reference) {
-            let (config, layers) = resolve_base(store, reference, platform, false, None)?;
+            let (config, layers) = resolve_base(store, reference, platform, false, remote)?;
             let r = assemble(
                 store,
                 &layers,
