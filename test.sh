@@ -15,7 +15,8 @@ cd "$(dirname "$0")"
 # - apache2-utils (htpasswd), openssl: basic auth and TLS for those registries
 # - python3-cryptography: the test token server signs its JWTs with it
 # - chromium: the dedup HTML report is loaded and screenshotted headless
-packages=(gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz docker-registry apache2-utils openssl python3-cryptography chromium)
+# - git: ADD of git repositories checks them out with it (the test serves one with git daemon)
+packages=(git gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz docker-registry apache2-utils openssl python3-cryptography chromium)
 need_apt=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

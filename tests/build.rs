@@ -1255,3 +1255,126 @@ fn remaining_instructions_on_linux_and_windows_stages() {
         "{err}"
     );
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn add_checks_out_git_repositories() {
+    // A repository served by `git daemon` on loopback: a tag v1, then a newer main.
+    let work = tempdir("git");
+    let src = work.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    git(&src, &["init", "-q"]);
+    std::fs::write(src.join("a.txt"), "version one\n").unwrap();
+    std::fs::write(src.join("sub/b.txt"), "in sub\n").unwrap();
+    git(&src, &["add", "."]);
+    git(&src, &["commit", "-q", "-m", "one"]);
+    git(&src, &["tag", "v1"]);
+    let v1 = git(&src, &["rev-parse", "HEAD"]);
+    std::fs::write(src.join("a.txt"), "version two\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "two"]);
+    let srv = work.join("srv");
+    std::fs::create_dir_all(&srv).unwrap();
+    git(
+        &work,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            srv.join("repo.git").to_str().unwrap(),
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = std::process::Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", srv.display()))
+        .arg(&srv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("git://127.0.0.1:{port}/repo.git");
+    let root = tempdir("gitstore");
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum={v1} {url}#v1 /v1/\nADD {url}#main:sub /sub/\nADD --keep-git-dir=true {url} /full/\n"
+        ),
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", "-t", "git:1", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let img = inspect(&root, "git:1");
+    let v1_tree = layer_tree(&root, &img, 0);
+    assert_eq!(
+        std::fs::read_to_string(v1_tree.join("v1/a.txt")).unwrap(),
+        "version one\n"
+    );
+    assert!(
+        !v1_tree.join("v1/.git").exists(),
+        "no .git without --keep-git-dir"
+    );
+    let sub = layer_tree(&root, &img, 1);
+    assert_eq!(
+        std::fs::read_to_string(sub.join("sub/b.txt")).unwrap(),
+        "in sub\n"
+    );
+    assert!(!sub.join("sub/a.txt").exists());
+    let full = layer_tree(&root, &img, 2);
+    assert_eq!(
+        std::fs::read_to_string(full.join("full/a.txt")).unwrap(),
+        "version two\n"
+    );
+    assert!(full.join("full/.git").is_dir());
+    // A commit that does not match --checksum stops the build.
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM scratch\nADD --checksum={} {url}#main /x/\n",
+            "0".repeat(40)
+        ),
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}

@@ -6,8 +6,7 @@
 //! `.dockerignore` and `--exclude`, or from heredocs) become a layer in the stage's format.
 //! `COPY --from` reads an earlier stage's or a store image's file system, assembled from its
 //! layers in a temporary directory. ONBUILD triggers of an image base run after its FROM.
-//! Not yet: `ADD` of git repositories, which stops the build with a message naming the
-//! instruction, rather than doing something else.
+//! `ADD` of git repositories uses the system's `git` (shallow fetch of the named ref).
 
 use super::dockerfile::{self as df_ops, ReadError};
 use super::images::{self, ImageError};
@@ -1172,10 +1171,27 @@ fn copy_step(
     // Archives ADD unpacks, removed when the step ends, however it ends.
     let mut unpacked = TempDirs(Vec::new());
     for src in &spec.sources {
-        if add
-            && (src.starts_with("http://") || src.starts_with("https://"))
-            && !src.ends_with(".git")
-        {
+        if add && is_git_source(src) {
+            printed.push(src.clone());
+            let dir = std::env::temp_dir().join(format!(
+                "wcbuild-git-{}-{}",
+                std::process::id(),
+                cache_key(&[src]).get(..12).unwrap_or("x")
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            unpacked.0.push(dir.clone());
+            let (root, commit) = git_checkout(src, &dir, spec.keep_git_dir == Some(true))?;
+            if let Some(want) = &spec.checksum
+                && !commit.starts_with(want.trim_start_matches("sha1:"))
+            {
+                return Err(format!(
+                    "ADD {src}: checksum mismatch: --checksum={want}, the commit is {commit}"
+                ));
+            }
+            collect_dir(&root, "", &dest_rel, &no_ignore, &excludes, &mut items)?;
+            continue;
+        }
+        if add && (src.starts_with("http://") || src.starts_with("https://")) {
             printed.push(src.clone());
             let dir = std::env::temp_dir().join(format!(
                 "wcbuild-url-{}-{}",
@@ -1216,7 +1232,7 @@ fn copy_step(
         }
         if add && (src.contains("://") || src.starts_with("git@")) {
             return Err(format!(
-                "ADD of `{src}` is not supported yet in this version of wcbuild (http and https URLs are; git repositories are not)"
+                "ADD of `{src}` is not supported: http(s) URLs, git repositories and local files are"
             ));
         }
         printed.push(src.clone());
@@ -1582,6 +1598,76 @@ fn http_download(
         .block_on(client.fetch_url(url, &mut out))
         .map_err(|e| format!("ADD {url}: {e}"))?;
     Ok(digest)
+}
+
+/// True for the sources `ADD` treats as git repositories, as BuildKit recognises them:
+/// `git@host:…`, `git://…`, `ssh://…`, and http(s) URLs whose path ends in `.git`.
+fn is_git_source(src: &str) -> bool {
+    let url = src.split('#').next().unwrap_or(src);
+    src.starts_with("git@")
+        || src.starts_with("git://")
+        || src.starts_with("ssh://")
+        || ((url.starts_with("https://") || url.starts_with("http://"))
+            && url.trim_end_matches('/').ends_with(".git"))
+}
+
+/// Checks out `URL[#REF][:SUBDIR]` (shallow, with the system's `git`) into `dir`. Returns the
+/// directory to copy (the subdirectory when one is named) and the commit.
+fn git_checkout(src: &str, dir: &Path, keep_git_dir: bool) -> Result<(PathBuf, String), String> {
+    let (url, fragment) = src.split_once('#').unwrap_or((src, ""));
+    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    fs::create_dir_all(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
+    let git = |args: &[&str]| -> Result<String, String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("ADD {src}: cannot run git: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ADD {src}: git {} failed: {}",
+                args.first().copied().unwrap_or(""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    git(&["init", "-q"])?;
+    let want = if reference.is_empty() {
+        "HEAD"
+    } else {
+        reference
+    };
+    git(&["fetch", "-q", "--depth", "1", "--no-tags", url, want])?;
+    git(&[
+        "-c",
+        "advice.detachedHead=false",
+        "checkout",
+        "-q",
+        "FETCH_HEAD",
+    ])?;
+    let commit = git(&["rev-parse", "HEAD"])?;
+    if !keep_git_dir {
+        fs::remove_dir_all(dir.join(".git")).map_err(|e| format!("ADD {src}: {e}"))?;
+    }
+    let sub = crate::dockerfile::ignore::clean(subdir.trim_start_matches('/'));
+    if sub.starts_with("..") {
+        return Err(format!("ADD {src}: the subdirectory leaves the repository"));
+    }
+    let root = if sub.is_empty() || sub == "." {
+        dir.to_path_buf()
+    } else {
+        dir.join(&sub)
+    };
+    if !root.is_dir() {
+        return Err(format!(
+            "ADD {src}: `{subdir}` is not a directory of the repository"
+        ));
+    }
+    Ok((root, commit))
 }
 
 /// Directories removed when dropped.
