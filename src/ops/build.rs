@@ -2373,7 +2373,8 @@ pub fn cache_roots(store: &Store) -> Vec<String> {
 
 /// Drops the build cache (step records and the stat cache).
 pub fn drop_cache(store: &Store) -> std::io::Result<()> {
-    for sub in ["steps", "stat"] {
+    // Build steps, the context stat cache, and the dedup reports' layer indexes.
+    for sub in ["steps", "stat", "dedup-index"] {
         let p = store.cache_dir().join(sub);
         if p.exists() {
             fs::remove_dir_all(&p)?;
