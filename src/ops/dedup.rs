@@ -422,6 +422,11 @@ impl Blobs for RegistryBlobs {
             pos: 0,
         })))
     }
+    fn verified(&self) -> bool {
+        // The client checks size and digest as the bytes stream and sends its error through
+        // the pipe before the end, so a bad blob never reads as a clean one.
+        true
+    }
 }
 
 /// A `docker save` (or OCI layout) tar, read in place: the files' offsets are found in one

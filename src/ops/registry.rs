@@ -144,6 +144,10 @@ impl BlobSink for StoreSink<'_> {
         self.writer = Some(self.store.blob_writer().map_err(std::io::Error::other)?);
         Ok(())
     }
+    fn digest(&self) -> Option<String> {
+        // The store hashes as it writes; the client checks this instead of hashing again.
+        self.writer.as_ref().map(|w| w.digest())
+    }
 }
 
 fn locations_record(digest: &str) -> Option<std::path::PathBuf> {

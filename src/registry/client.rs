@@ -109,6 +109,11 @@ pub trait BlobSink {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()>;
     /// Forgets everything written (the server restarted the transfer from byte 0).
     fn restart(&mut self) -> io::Result<()>;
+    /// The `sha256:` digest of what was written so far, when the sink hashes as it writes;
+    /// the client then checks that instead of hashing the bytes itself. Default: `None`.
+    fn digest(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A manifest or index as fetched.
@@ -153,7 +158,6 @@ struct Inner {
     opts: ClientOptions,
     hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
     tokens: std::sync::Mutex<HashMap<String, Token>>,
-    plain: reqwest::Client,
 }
 
 /// A registry client; cheap to clone, shared by concurrent transfers.
@@ -229,19 +233,11 @@ impl Client {
     pub fn new(opts: ClientOptions) -> Client {
         // reqwest uses rustls without a built-in provider; ring is ours.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let plain = reqwest::Client::builder()
-            .user_agent(user_agent())
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .https_only(true)
-            .build()
-            .expect("a TLS client with system roots builds");
         Client {
             inner: Arc::new(Inner {
                 opts,
                 hosts: tokio::sync::Mutex::new(HashMap::new()),
                 tokens: std::sync::Mutex::new(HashMap::new()),
-                plain,
             }),
         }
     }
@@ -360,41 +356,58 @@ impl Client {
         registry: &str,
         retry: bool,
     ) -> Result<Option<Challenge>, RegistryError> {
+        // A refused connection may heal (a registry restarting).
+        let what = format!("cannot reach {base}");
+        let resp = self
+            .send_plain(registry, &what, retry, || http.get(format!("{base}/v2/")))
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED {
+            return Ok(
+                header_str(&resp, header::WWW_AUTHENTICATE).and_then(|v| auth::parse_challenge(&v))
+            );
+        }
+        if status.is_success() {
+            return Ok(None);
+        }
+        Err(error_of(registry, "", "registry ping", resp).await)
+    }
+
+    /// Sends a request made by `make` without registry auth (pings, token servers, URLs),
+    /// retrying 408/429/5xx answers with backoff (honouring `Retry-After`), and refused or
+    /// timed-out connections when `retry_connect` (never DNS or certificate failures).
+    async fn send_plain(
+        &self,
+        registry: &str,
+        what: &str,
+        retry_connect: bool,
+        make: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, RegistryError> {
+        let retries = self.inner.opts.retries;
         let mut attempt = 0;
         loop {
-            match http.get(format!("{base}/v2/")).send().await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED {
-                        let ch = header_str(&resp, header::WWW_AUTHENTICATE)
-                            .and_then(|v| auth::parse_challenge(&v));
-                        return Ok(ch);
-                    }
-                    if status.is_success() {
-                        return Ok(None);
-                    }
-                    if self.retryable_status(status) && attempt < self.inner.opts.retries {
-                        let wait = retry_after(resp.headers());
-                        self.backoff(attempt, wait).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(error_of(registry, "", "registry ping", resp).await);
+            match make().send().await {
+                Ok(r) if self.retryable_status(r.status()) && attempt < retries => {
+                    self.backoff(attempt, retry_after(r.headers())).await;
+                }
+                Ok(r) => return Ok(r),
+                Err(e)
+                    if retry_connect
+                        && attempt < retries
+                        && (e.is_connect() || e.is_timeout())
+                        && !is_dns(&e) =>
+                {
+                    self.backoff(attempt, None).await;
                 }
                 Err(e) => {
-                    // A refused connection may heal (a registry restarting).
-                    if retry && attempt < self.inner.opts.retries && e.is_connect() && !is_dns(&e) {
-                        self.backoff(attempt, None).await;
-                        attempt += 1;
-                        continue;
-                    }
                     return Err(RegistryError::Transport {
                         registry: registry.to_string(),
-                        what: format!("cannot reach {base}"),
+                        what: what.to_string(),
                         cause: e,
                     });
                 }
             }
+            attempt += 1;
         }
     }
 
@@ -442,59 +455,40 @@ impl Client {
                 message: "a Bearer challenge without a realm".into(),
             })?;
         let service = ch.params.get("service").cloned().unwrap_or_default();
-        let mut attempt = 0;
-        let resp = loop {
-            let rb = match &host.creds {
-                Some(c) if c.is_identity_token() => {
-                    let mut form = format!(
-                        "grant_type=refresh_token&client_id=wcbuild&refresh_token={}&service={}",
-                        pct(&c.secret),
-                        pct(&service)
-                    );
-                    if !scopes.is_empty() {
-                        form.push_str(&format!("&scope={}", pct(&scopes.join(" "))));
-                    }
-                    host.http
-                        .post(realm)
-                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                        .body(form)
+        let make = || match &host.creds {
+            Some(c) if c.is_identity_token() => {
+                let mut form = format!(
+                    "grant_type=refresh_token&client_id=wcbuild&refresh_token={}&service={}",
+                    pct(&c.secret),
+                    pct(&service)
+                );
+                if !scopes.is_empty() {
+                    form.push_str(&format!("&scope={}", pct(&scopes.join(" "))));
                 }
-                creds => {
-                    let mut url = format!(
-                        "{realm}{}service={}",
-                        if realm.contains('?') { '&' } else { '?' },
-                        pct(&service)
-                    );
-                    for s in scopes {
-                        url.push_str(&format!("&scope={}", pct(s)));
-                    }
-                    let mut rb = host.http.get(url);
-                    if let Some(c) = creds {
-                        rb = rb.header(header::AUTHORIZATION, c.basic());
-                    }
-                    rb
-                }
-            };
-            match rb.send().await {
-                Ok(r) if self.retryable_status(r.status()) && attempt < self.inner.opts.retries => {
-                    self.backoff(attempt, retry_after(r.headers())).await;
-                }
-                Ok(r) => break r,
-                Err(e)
-                    if attempt < self.inner.opts.retries && (e.is_connect() || e.is_timeout()) =>
-                {
-                    self.backoff(attempt, None).await;
-                }
-                Err(e) => {
-                    return Err(RegistryError::Transport {
-                        registry: host.name.clone(),
-                        what: "token request".into(),
-                        cause: e,
-                    });
-                }
+                host.http
+                    .post(realm)
+                    .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(form)
             }
-            attempt += 1;
+            creds => {
+                let mut url = format!(
+                    "{realm}{}service={}",
+                    if realm.contains('?') { '&' } else { '?' },
+                    pct(&service)
+                );
+                for s in scopes {
+                    url.push_str(&format!("&scope={}", pct(s)));
+                }
+                let mut rb = host.http.get(url);
+                if let Some(c) = creds {
+                    rb = rb.header(header::AUTHORIZATION, c.basic());
+                }
+                rb
+            }
         };
+        let resp = self
+            .send_plain(&host.name, "token request", true, make)
+            .await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(unauthorized(format!(
@@ -881,6 +875,25 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let what = format!("blob {}", short(&desc.digest));
         let scopes = [repo.pull_scope()];
+        // A foreign layer's URL (no host): https only, verified with the certs.d CAs of its
+        // host, no credentials. Its client is made once for all attempts.
+        let direct = match host {
+            Some(_) => None,
+            None => {
+                let url_host = url
+                    .strip_prefix("https://")
+                    .and_then(|r| r.split('/').next())
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| RegistryError::Protocol {
+                        registry: repo.registry.clone(),
+                        message: format!("{what}: `{url}` is not an https URL"),
+                    })?;
+                Some(self.http_client(url_host, true, true)?)
+            }
+        };
+        // When the sink hashes what it is given (the store does), its digest is used rather
+        // than hashing every byte a second time here.
+        let sink_hashes = sink.digest().is_some();
         let mut hasher = Sha256::new();
         let mut done = 0u64;
         let mut failures = 0u32;
@@ -889,34 +902,24 @@ impl Client {
             source: e,
         };
         loop {
-            let make = |c: &reqwest::Client| {
-                let mut rb = c.get(url);
+            let ranged = |rb: RequestBuilder| {
                 if done > 0 {
-                    rb = rb.header(header::RANGE, format!("bytes={done}-"));
+                    rb.header(header::RANGE, format!("bytes={done}-"))
+                } else {
+                    rb
                 }
-                Ok(rb)
             };
-            let resp = match host {
-                Some(h) => self.send(h, &what, &scopes, true, make).await?,
-                None => {
-                    // A foreign layer's URL: https only, verified (with the certs.d CAs of
-                    // its host), no credentials.
-                    let url_host = url
-                        .strip_prefix("https://")
-                        .and_then(|r| r.split('/').next())
-                        .unwrap_or_default();
-                    let http = if url_host.is_empty() {
-                        self.inner.plain.clone()
-                    } else {
-                        self.http_client(url_host, true, true)?
-                    };
-                    let rb = make(&http)?;
-                    rb.send().await.map_err(|e| RegistryError::Transport {
-                        registry: repo.registry.clone(),
-                        what: format!("{what} from {url}"),
-                        cause: e,
-                    })?
+            let resp = match (host, &direct) {
+                (Some(h), _) => {
+                    self.send(h, &what, &scopes, true, |c| Ok(ranged(c.get(url))))
+                        .await?
                 }
+                (None, Some(http)) => {
+                    let what = format!("{what} from {url}");
+                    self.send_plain(&repo.registry, &what, true, || ranged(http.get(url)))
+                        .await?
+                }
+                (None, None) => unreachable!("a client is made for every URL"),
             };
             match resp.status() {
                 StatusCode::OK => {
@@ -952,7 +955,9 @@ impl Client {
                                 actual: done + chunk.len() as u64,
                             });
                         }
-                        hasher.update(&chunk);
+                        if !sink_hashes {
+                            hasher.update(&chunk);
+                        }
                         sink.write_all(&chunk).map_err(io_err)?;
                         done += chunk.len() as u64;
                         progress(done);
@@ -964,7 +969,10 @@ impl Client {
                 }
             }
             if broken.is_none() && done == desc.size {
-                let actual = format!("sha256:{:x}", hasher.finalize());
+                let actual = match sink.digest() {
+                    Some(d) if sink_hashes => d,
+                    _ => format!("sha256:{:x}", hasher.finalize()),
+                };
                 if actual != desc.digest {
                     return Err(RegistryError::DigestMismatch {
                         what: format!("{repo}@{}", desc.digest),
@@ -1009,26 +1017,9 @@ impl Client {
             .unwrap_or("")
             .to_string();
         let http = self.http_client(&host, true, false)?;
-        let mut attempt = 0;
-        let resp = loop {
-            match http.get(url).send().await {
-                Ok(r) if self.retryable_status(r.status()) && attempt < self.inner.opts.retries => {
-                    self.backoff(attempt, retry_after(r.headers())).await;
-                }
-                Ok(r) => break r,
-                Err(e) if attempt < self.inner.opts.retries && e.is_connect() && !is_dns(&e) => {
-                    self.backoff(attempt, None).await;
-                }
-                Err(e) => {
-                    return Err(RegistryError::Transport {
-                        registry: host,
-                        what: format!("GET {url}"),
-                        cause: e,
-                    });
-                }
-            }
-            attempt += 1;
-        };
+        let resp = self
+            .send_plain(&host, &format!("GET {url}"), true, || http.get(url))
+            .await?;
         if !resp.status().is_success() {
             return Err(RegistryError::Status {
                 registry: host,

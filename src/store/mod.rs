@@ -620,6 +620,11 @@ impl BlobWriter<'_> {
         self.size
     }
 
+    /// The `sha256:` digest of the bytes written so far (the blob's digest once all are in).
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+    }
+
     /// Finishes the blob: fsync, verify against `expected` (and `expected_size`) when given,
     /// rename into `blobs/`. Returns the digest. On mismatch the partial file is removed.
     pub fn commit(
