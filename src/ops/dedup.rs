@@ -857,31 +857,17 @@ fn cached_index(store: &Store, diff_id: &str) -> Option<LayerIndex> {
     (idx.version == INDEX_VERSION && idx.diff_id == diff_id).then_some(idx)
 }
 
-/// Writes an index record: a temp file renamed into place, so readers see all of it or none.
-/// Not fsynced: it is a cache, and a record a crash leaves short fails to parse and is made
-/// again; an fsync per layer would put the disk's latency into every report.
+/// Writes an index record (not fsynced: it is a cache, made again when missing; an fsync per
+/// layer would put the disk's latency into every report).
 fn write_cached_index(store: &Store, idx: &LayerIndex) -> Result<(), DedupError> {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let path = cache_file(store, &idx.diff_id)?;
-    let dir = path.parent().unwrap_or(store.root());
-    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
     let bytes = serde_json::to_vec(idx).map_err(|e| DedupError::Io {
         op: "encode",
         path: path.clone(),
         source: e.into(),
     })?;
-    let result = std::fs::write(&tmp, &bytes)
-        .map_err(io_err("write", &tmp))
-        .and_then(|_| std::fs::rename(&tmp, &path).map_err(io_err("rename to", &path)));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let rel = path.strip_prefix(store.root()).unwrap_or(&path);
+    Ok(store.write_cache_record(rel, &bytes)?)
 }
 
 /// What `dedup` tells while it works; `cli` draws it. Called from the indexing threads.

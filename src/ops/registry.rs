@@ -177,7 +177,8 @@ fn remember(store: &Store, repo: &Repo, digests: &BTreeSet<String>) {
         list.retain(|l| *l != here);
         list.insert(0, here.clone());
         list.truncate(8);
-        let _ = store.write_record(&rel, (list.join("\n") + "\n").as_bytes());
+        // A hint for mounts, not data: no fsync.
+        let _ = store.write_cache_record(&rel, (list.join("\n") + "\n").as_bytes());
     }
 }
 

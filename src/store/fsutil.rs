@@ -46,6 +46,23 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Replaces `path` by a temp file renamed into place, without fsync: readers see all of it or
+/// none, but a crash may lose it. For caches and hints, which are made again when missing.
+pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (mut f, tmp) = temp_file(dir, ".tmp")?;
+    let result = f.write_all(bytes).map_err(io_err("write", &tmp));
+    drop(f);
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err("rename", path)(e)
+    })
+}
+
 /// Makes a rename in `dir` durable (best effort; not possible on Windows).
 pub(crate) fn sync_dir(dir: &Path) {
     #[cfg(unix)]

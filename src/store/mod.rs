@@ -479,6 +479,17 @@ impl Store {
         fsutil::write_atomic(&path, bytes)
     }
 
+    /// Writes a small cache file under the store root atomically but without fsync (readers
+    /// see all of it or none; a crash may lose it): for records that are made again when
+    /// missing, where an fsync each would put the disk's latency into every use.
+    pub fn write_cache_record(&self, relative: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let path = self.root.join(relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+        }
+        fsutil::write_replace(&path, bytes)
+    }
+
     /// Removes every blob that no tag reaches (through indexes, manifests, configs and layers)
     /// and that no cache record names, and ingest files older than [`STALE_INGEST`] that no
     /// writer holds. `extra_roots` are digests to keep as well (cache records of other parts).
