@@ -2,8 +2,11 @@
 
 use super::{CliError, GlobalArgs};
 use crate::image::Platform;
+use crate::image::reference::short_digest;
 use crate::layer::Compression;
 use crate::ops::build::{self as ops, BuildError, BuildSettings};
+/// `1.5 MB`-style sizes (powers of 1000), as the other commands print them.
+pub(super) use crate::report::human_bytes as human;
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,27 +123,6 @@ fn state_name(state: crate::progress::TransferState) -> &'static str {
         S::Mounted => "mounted",
         S::Skipped => "skipped",
         S::Done => "done",
-    }
-}
-
-fn short_digest(d: &str) -> &str {
-    let hex = d.split_once(':').map_or(d, |(_, h)| h);
-    &hex[..hex.len().min(12)]
-}
-
-/// `1.5 MB`-style sizes (decimal units, as Docker prints).
-pub(super) fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

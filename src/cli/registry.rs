@@ -150,9 +150,7 @@ pub fn pull(global: &GlobalArgs, args: PullArgs) -> Result<ExitCode, CliError> {
         &mut |e| drawer.event(e),
     ))?;
     drop(drawer);
-    if args.quiet {
-        println!("{}", pulled.digest);
-    } else {
+    if !args.quiet {
         eprintln!(
             "pulled {} ({}): {} blobs, {} downloaded in {:.1}s, {} already present",
             pulled.reference,
@@ -162,8 +160,8 @@ pub fn pull(global: &GlobalArgs, args: PullArgs) -> Result<ExitCode, CliError> {
             started.elapsed().as_secs_f64(),
             pulled.present
         );
-        println!("{}", pulled.digest);
     }
+    println!("{}", pulled.digest);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -73,6 +73,12 @@ impl Digest {
     }
 }
 
+/// The first 12 hex digits of a digest (`sha256:abc…` → `abc…`), as people are shown it.
+pub fn short_digest(digest: &str) -> &str {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.get(..12).unwrap_or(hex)
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.algorithm, self.hex)

@@ -3,7 +3,7 @@
 use super::RegistryError;
 use super::auth::{self, Challenge, Credentials, pct};
 use crate::image::Descriptor;
-use crate::image::reference::Reference;
+use crate::image::reference::{Reference, short_digest as short};
 use futures_util::StreamExt as _;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -189,11 +189,6 @@ fn api_host(registry: &str) -> &str {
     } else {
         registry
     }
-}
-
-fn short(digest: &str) -> &str {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    &hex[..hex.len().min(12)]
 }
 
 fn header_str(resp: &Response, name: impl header::AsHeaderName) -> Option<String> {

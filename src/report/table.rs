@@ -9,10 +9,7 @@ fn pct(r: f64) -> String {
     format!("{:.1}%", r * 100.0)
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.trim_start_matches("sha256:");
-    hex.get(..12).unwrap_or(hex)
-}
+use crate::image::reference::short_digest as short;
 
 fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
