@@ -267,7 +267,8 @@ pub fn build_with(
     // A first pass finds the image bases (FROM lines may use ARGs); their platforms and ENV
     // then shape the real plan (a Windows base makes a Windows stage, its ENV is in scope).
     if let (Some(first), _) = plan::plan(&df, &checked, &opts) {
-        prefetch_bases(store, settings, &checked, &first);
+        // Each image base once: (the stages' base names, reference, platform, explicit).
+        let mut bases: Vec<(Vec<String>, String, Platform, bool)> = Vec::new();
         for st in first.stages.iter().filter(|s| s.base_stage.is_none()) {
             if st.base.eq_ignore_ascii_case("scratch") {
                 continue;
@@ -279,20 +280,50 @@ pub fn build_with(
             };
             let explicit =
                 checked.stages[st.index].platform.is_some() || settings.platform.is_some();
-            if let Ok((config, _)) = resolve_base(
-                store,
-                &base_ref,
-                &st.platform,
-                explicit,
-                settings.registry.as_ref(),
-            ) {
-                opts.images.insert(
-                    st.base.clone(),
-                    plan::BaseImage {
-                        platform: config.platform(),
-                        env: config.config.env.clone().unwrap_or_default(),
-                    },
-                );
+            match bases
+                .iter_mut()
+                .find(|(_, r, p, e)| *r == base_ref && *p == st.platform && *e == explicit)
+            {
+                Some((names, ..)) => names.push(st.base.clone()),
+                None => bases.push((
+                    vec![st.base.clone()],
+                    base_ref,
+                    st.platform.clone(),
+                    explicit,
+                )),
+            }
+        }
+        // Bases that may have to be pulled are resolved at the same time, one thread each.
+        // Errors are left for the stage to report with its Dockerfile line.
+        let remote = settings.registry.as_ref();
+        let resolve = |(_, r, p, e): &(Vec<String>, String, Platform, bool)| {
+            resolve_base(store, r, p, *e, remote)
+        };
+        let resolved: Vec<_> = if remote.is_some() && bases.len() > 1 {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = bases
+                    .iter()
+                    .map(|b| scope.spawn(move || resolve(b)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        } else {
+            bases.iter().map(resolve).collect()
+        };
+        for ((names, ..), r) in bases.iter().zip(resolved) {
+            if let Ok((config, _)) = r {
+                for name in names {
+                    opts.images.insert(
+                        name.clone(),
+                        plan::BaseImage {
+                            platform: config.platform(),
+                            env: config.config.env.clone().unwrap_or_default(),
+                        },
+                    );
+                }
             }
         }
     }
@@ -821,48 +852,6 @@ fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<IgnoreFile, 
         }
     }
     Ok(IgnoreFile::default())
-}
-
-/// Pulls the base images of all stages that the store does not have, concurrently (one thread
-/// each), before the stages are prepared one by one; errors are left for the stage to report
-/// with its Dockerfile line.
-fn prefetch_bases(
-    store: &Store,
-    settings: &BuildSettings,
-    checked: &crate::dockerfile::check::Checked,
-    first: &plan::Plan,
-) {
-    let Some(remote) = &settings.registry else {
-        return;
-    };
-    let mut wanted: Vec<(String, Platform, bool)> = Vec::new();
-    for st in first.stages.iter().filter(|s| s.base_stage.is_none()) {
-        if st.base.eq_ignore_ascii_case("scratch") || settings.contexts.contains_key(&st.base) {
-            continue;
-        }
-        if !matches!(
-            images::resolve(store, &st.base),
-            Err(ImageError::NotFound(_))
-        ) {
-            continue;
-        }
-        let explicit = checked.stages[st.index].platform.is_some() || settings.platform.is_some();
-        if !wanted.iter().any(|(b, _, _)| *b == st.base) {
-            wanted.push((st.base.clone(), st.platform.clone(), explicit));
-        }
-    }
-    if wanted.len() < 2 {
-        return;
-    }
-    std::thread::scope(|scope| {
-        for (base, platform, explicit) in &wanted {
-            scope.spawn(move || {
-                if let Err(e) = resolve_base(store, base, platform, *explicit, Some(remote)) {
-                    tracing::debug!("prefetching `{base}`: {e}");
-                }
-            });
-        }
-    });
 }
 
 fn resolve_base(
