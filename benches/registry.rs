@@ -9,6 +9,10 @@
 //! different random bytes), so neither finds the other's blobs in the registry or the page
 //! cache. Ratios and wcbuild's peak RSS are printed.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::random_image as image;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,53 +20,7 @@ use std::time::{Duration, Instant};
 use wcbuild::ops::registry::{PullOptions, PushOptions, pull, push};
 use wcbuild::progress::Silent;
 use wcbuild::registry::{Client, ClientOptions};
-use wcbuild::store::{IndexEntry, Store};
-
-fn image(store: &Store, name: &str, layers: usize, each: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for _ in 0..layers {
-        let mut w = store.blob_writer().unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut left = each;
-        while left > 0 {
-            for c in buf.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-            }
-            let n = left.min(buf.len());
-            std::io::Write::write_all(&mut w, &buf[..n]).unwrap();
-            left -= n;
-        }
-        let d = w.commit(None, None).unwrap();
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": each}));
-        diff_ids.push(d);
-    }
-    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).to_string();
-    let cd = store.put_blob(config.as_bytes(), None).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        "layers": descs,
-    })
-    .to_string();
-    let md = store.put_blob(manifest.as_bytes(), None).unwrap();
-    let full = wcbuild::ops::images::normalize(name).unwrap();
-    store
-        .tag(
-            &full,
-            IndexEntry::new(
-                "application/vnd.oci.image.manifest.v1+json",
-                &md,
-                manifest.len() as u64,
-            )
-            .with_reference(&full),
-        )
-        .unwrap();
-}
+use wcbuild::store::Store;
 
 fn timed(f: impl FnOnce()) -> Duration {
     let t = Instant::now();

@@ -11,16 +11,7 @@ use std::process::Command;
 mod common;
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcbuild-build-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("build", name)
 }
 
 fn wcbuild(root: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

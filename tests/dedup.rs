@@ -2,6 +2,8 @@
 //! written with the layer writer (or the Windows fixtures), every metric asserted to its exact
 //! value; the CLI's table, JSON, HTML (checked in headless Chromium) and CI gates.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,31 +17,11 @@ use wcbuild::report::analysis::{ImageReport, OffenderKind};
 use wcbuild::store::{IndexEntry, Store};
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcbuild-dedup-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("dedup", name)
 }
 
 fn wcbuild(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::wcbuild_at(root, args)
 }
 
 /// Deterministic bytes that do not compress to nothing; a different seed, different bytes.

@@ -11,16 +11,7 @@ mod common;
 use common::start_dockerd;
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcbuild-fixtures-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("fixtures", name)
 }
 
 fn committed(name: &str) -> PathBuf {
@@ -30,17 +21,7 @@ fn committed(name: &str) -> PathBuf {
 }
 
 fn wcbuild(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::wcbuild_at(root, args)
 }
 
 #[test]

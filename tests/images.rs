@@ -2,40 +2,22 @@
 //! peers reading what we write: skopeo and umoci read the store as an OCI layout, GNU tar reads
 //! our archives, and archives round-trip through `save` and `load` with identical digests.
 
+mod common;
+
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use wcbuild::ops::archive::TarWriter;
 use wcbuild::store::{IndexEntry, Store};
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcbuild-images-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("images", name)
 }
 
 fn wcbuild(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::wcbuild_at(root, args)
 }
 
 /// Puts a one-layer Linux image into the store the way a build will: a gzip layer holding

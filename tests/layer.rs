@@ -4,6 +4,8 @@
 //! Unix only: the trees use Unix permissions, symlinks and inodes.
 #![cfg(unix)]
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -15,16 +17,7 @@ use wcbuild::layer::{
 };
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcbuild-layer-test-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("layer", name)
 }
 
 fn opts(format: Format, compression: Compression) -> LayerOptions {

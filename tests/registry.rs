@@ -5,6 +5,8 @@
 // The registry tests start Debian's docker-registry and shell-script credential helpers.
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::TcpListener;
@@ -21,16 +23,7 @@ use wcbuild::registry::{Client, ClientOptions, RegistryError, Repo};
 use wcbuild::store::{IndexEntry, Store};
 
 fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcb-reg-{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("registry", name)
 }
 
 fn free_port() -> u16 {
@@ -139,67 +132,14 @@ const NANO: &str = "mcr.microsoft.com/windows/nanoserver";
 
 /// Tags an image with one layer of `size` pseudo-random bytes (and a tiny config).
 fn random_image(store: &Store, name: &str, size: usize, seed: u64) -> String {
-    let mut x = seed | 1;
-    let mut layer = Vec::with_capacity(size);
-    while layer.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        layer.extend_from_slice(&x.to_le_bytes());
-    }
-    layer.truncate(size);
-    let ld = store.put_blob(&layer, None).unwrap();
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [ld]},
-        "config": {}
-    })
-    .to_string();
-    let cd = store.put_blob(config.as_bytes(), None).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
-        // Random bytes under a gzip label: a registry never looks inside, and a push sends
-        // them as they are (an uncompressed `tar` layer would be compressed first).
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": size}]
-    })
-    .to_string();
-    let md = store.put_blob(manifest.as_bytes(), None).unwrap();
-    let full = wcbuild::ops::images::normalize(name).unwrap();
-    store
-        .tag(
-            &full,
-            IndexEntry::new(
-                "application/vnd.oci.image.manifest.v1+json",
-                &md,
-                manifest.len() as u64,
-            )
-            .with_reference(&full),
-        )
-        .unwrap();
-    md
+    common::random_image(store, name, 1, size, seed)
 }
 
 /// An uncompressed tar holding one file `name` with `data`.
 fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    h[100..107].copy_from_slice(b"0000644");
-    h[108..115].copy_from_slice(b"0000000");
-    h[116..123].copy_from_slice(b"0000000");
-    h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
-    h[136..147].copy_from_slice(b"00000000000");
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512 + 1024, 0);
-    out
+    let mut tar = wcbuild::ops::archive::TarWriter::new(Vec::new());
+    tar.bytes(name, data).unwrap();
+    tar.finish().unwrap()
 }
 
 fn blob_names(root: &Path) -> BTreeSet<String> {
@@ -226,6 +166,19 @@ fn opts() -> ClientOptions {
     }
 }
 
+/// Pushes `src` of `store` to `dest`, with default options, and says what happened.
+fn push_to(store: &Store, src: &str, dest: &str) -> wcbuild::ops::registry::Pushed {
+    rt().block_on(push(
+        store,
+        &Client::new(opts()),
+        src,
+        Some(dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap()
+}
+
 fn skopeo(args: &[&str]) -> String {
     let out = Command::new("skopeo").args(args).output().expect("skopeo");
     assert!(
@@ -237,8 +190,9 @@ fn skopeo(args: &[&str]) -> String {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("{:x}", sha2::Sha256::digest(bytes))
+    wcbuild::store::sha256_digest(bytes)
+        .trim_start_matches("sha256:")
+        .to_string()
 }
 
 #[test]
@@ -1466,16 +1420,11 @@ fn build_pulls_its_base_and_pushes_the_result() {
     let reg = Registry::start("");
     let host = reg.host();
     let (store, _d) = fixture_store();
-    let rt = rt();
-    rt.block_on(push(
+    push_to(
         &store,
-        &Client::new(opts()),
         &format!("{NANO}:multi"),
-        Some(&format!("{host}/wcb/nano:multi")),
-        &PushOptions::default(),
-        &mut Silent,
-    ))
-    .unwrap();
+        &format!("{host}/wcb/nano:multi"),
+    );
     // An empty store: the base comes from the registry.
     let (_s, root) = empty_store();
     let ctx = tempdir("ctx");
@@ -1559,16 +1508,11 @@ fn build_cache_through_a_registry_for_empty_runners() {
     let reg = Registry::start("");
     let host = reg.host();
     let (store, _d) = fixture_store();
-    let rt = rt();
-    rt.block_on(push(
+    push_to(
         &store,
-        &Client::new(opts()),
         &format!("{NANO}:ltsc2022"),
-        Some(&format!("{host}/wcb/nano:ltsc2022")),
-        &PushOptions::default(),
-        &mut Silent,
-    ))
-    .unwrap();
+        &format!("{host}/wcb/nano:ltsc2022"),
+    );
     let ctx = tempdir("cachectx");
     std::fs::write(ctx.join("a.txt"), "first file\n").unwrap();
     std::fs::write(ctx.join("b.txt"), vec![b'b'; 200_000]).unwrap();
@@ -2007,17 +1951,12 @@ fn independent_stages_pull_their_bases_concurrently() {
             &[],
         );
     }
-    let rt = rt();
     for n in ["one", "two"] {
-        rt.block_on(push(
+        push_to(
             &store,
-            &Client::new(opts()),
             &format!("local/{n}:1"),
-            Some(&format!("{}/wcb/{n}:1", reg.host())),
-            &PushOptions::default(),
-            &mut Silent,
-        ))
-        .unwrap();
+            &format!("{}/wcb/{n}:1", reg.host()),
+        );
     }
     let proxy = start_proxy(reg.port, Fault::Slow);
     let via = format!("127.0.0.1:{}", proxy.port);
@@ -2131,17 +2070,8 @@ fn dedup_reads_images_in_a_registry_without_storing_layers() {
     use wcbuild::ops::dedup::{DedupOptions, Source, dedup};
     let reg = Registry::start("");
     let (store, _d) = fixture_store();
-    let rt = rt();
     let dest = format!("{}/wcb/nano:multi", reg.host());
-    rt.block_on(push(
-        &store,
-        &Client::new(opts()),
-        &format!("{NANO}:multi"),
-        Some(&dest),
-        &PushOptions::default(),
-        &mut Silent,
-    ))
-    .unwrap();
+    push_to(&store, &format!("{NANO}:multi"), &dest);
     let no_cache = DedupOptions {
         cache: false,
         ..DedupOptions::default()
@@ -2272,15 +2202,7 @@ fn copy_from_an_image_in_a_registry() {
         )
         .unwrap();
     let src = format!("{}/wcb/files:1", reg.host());
-    rt().block_on(push(
-        &store,
-        &Client::new(opts()),
-        "local/files:1",
-        Some(&src),
-        &PushOptions::default(),
-        &mut Silent,
-    ))
-    .unwrap();
+    push_to(&store, "local/files:1", &src);
     let ctx = tempdir("copyfrom");
     std::fs::write(
         ctx.join("Dockerfile"),

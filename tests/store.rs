@@ -1,17 +1,13 @@
 //! The store against a real file system: layout readable as an OCI image layout, blobs that
 //! only enter when their bytes match, atomic and locked index updates across processes, prune.
 
+mod common;
+
 use std::io::Write;
 use wcbuild::store::{IndexEntry, Store, StoreError, sha256_digest};
 
 fn tempdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "wcbuild-store-test-{name}-{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::tempdir("store", name)
 }
 
 fn blobs_in(store: &Store) -> usize {

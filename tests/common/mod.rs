@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -104,4 +104,96 @@ impl Dockerd {
             .output()
             .unwrap()
     }
+}
+
+/// A new, empty directory under the system's temp dir, named after the test suite and `name`.
+pub fn tempdir(suite: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "wcbuild-{suite}-test-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs the `wcbuild` binary with `--root ROOT ARGS…` and no standard input: the exit code,
+/// stdout and stderr.
+pub fn wcbuild_at(root: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Tags `name` in `store`: a Linux image of `layers` layers of `each` pseudo-random bytes
+/// (xorshift from `seed`), written through the store in 1 MiB pieces. The layers carry a gzip
+/// media type: registries never look inside, and a push sends them as they are. Returns the
+/// manifest digest.
+pub fn random_image(
+    store: &wcbuild::store::Store,
+    name: &str,
+    layers: usize,
+    each: usize,
+    seed: u64,
+) -> String {
+    let mut x = seed | 1;
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for _ in 0..layers {
+        let mut w = store.blob_writer().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = each;
+        while left > 0 {
+            for c in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+            }
+            let n = left.min(buf.len());
+            std::io::Write::write_all(&mut w, &buf[..n]).unwrap();
+            left -= n;
+        }
+        let d = w.commit(None, None).unwrap();
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": each}));
+        diff_ids.push(d);
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
+    })
+    .to_string();
+    let cd = store.put_blob(config.as_bytes(), None).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": descs,
+    })
+    .to_string();
+    let md = store.put_blob(manifest.as_bytes(), None).unwrap();
+    let full = wcbuild::ops::images::normalize(name).unwrap();
+    store
+        .tag(
+            &full,
+            wcbuild::store::IndexEntry::new(
+                "application/vnd.oci.image.manifest.v1+json",
+                &md,
+                manifest.len() as u64,
+            )
+            .with_reference(&full),
+        )
+        .unwrap();
+    md
 }
