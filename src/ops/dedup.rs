@@ -130,26 +130,6 @@ pub enum DedupError {
     /// A registry could not be read.
     #[error("{0}")]
     Registry(String),
-    /// A document is not what it claims.
-    #[error("`{what}` is not a valid {kind}: {message}")]
-    Invalid {
-        /// The digest or path.
-        what: String,
-        /// Manifest, index, config, archive.
-        kind: &'static str,
-        /// Why.
-        message: String,
-    },
-    /// Reading a file failed.
-    #[error("{op} `{path}`: {source}")]
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
     /// A blob the images need is missing from its source.
     #[error("blob `{digest}` is not in {source_label}")]
     Missing {
@@ -174,8 +154,8 @@ pub enum DedupError {
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> DedupError + use<> {
-    let path = path.to_path_buf();
-    move |source| DedupError::Io { op, path, source }
+    let f = images::io_err(op, path);
+    move |source| f(source).into()
 }
 
 /// A layer blob being read.
@@ -233,11 +213,11 @@ impl Blobs for StoreBlobs<'_> {
 fn check_small(bytes: &[u8], digest: &str, label: &str) -> Result<(), DedupError> {
     let actual = sha256_digest(bytes);
     if actual != digest {
-        return Err(DedupError::Invalid {
+        return Err(DedupError::Image(ImageError::Invalid {
             what: format!("{digest} in {label}"),
             kind: "blob",
             message: format!("its bytes hash to `{actual}`"),
-        });
+        }));
     }
     Ok(())
 }
@@ -275,11 +255,11 @@ impl Blobs for LayoutBlobs {
             .read_to_end(&mut buf)
             .map_err(io_err("read", &p))?;
         if buf.len() as u64 > MAX_METADATA_BYTES {
-            return Err(DedupError::Invalid {
+            return Err(DedupError::Image(ImageError::Invalid {
                 what: p.display().to_string(),
                 kind: "manifest, index or config",
                 message: format!("larger than {MAX_METADATA_BYTES} bytes"),
-            });
+            }));
         }
         check_small(&buf, digest, &self.label())?;
         Ok(buf)
@@ -333,11 +313,11 @@ impl Blobs for RegistryBlobs {
             }
         };
         if size > MAX_METADATA_BYTES {
-            return Err(DedupError::Invalid {
+            return Err(DedupError::Image(ImageError::Invalid {
                 what: digest.to_string(),
                 kind: "manifest, index or config",
                 message: format!("larger than {MAX_METADATA_BYTES} bytes"),
-            });
+            }));
         }
         struct VecSink(Vec<u8>);
         impl crate::registry::BlobSink for VecSink {
@@ -449,11 +429,11 @@ impl ArchiveBlobs {
                 Ok(Some(e)) => e.header,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(DedupError::Invalid {
+                    return Err(DedupError::Image(ImageError::Invalid {
                         what: path.display().to_string(),
                         kind: "image archive",
                         message: e.to_string(),
-                    });
+                    }));
                 }
             };
             if e.kind == Kind::File {
@@ -486,11 +466,11 @@ impl ArchiveBlobs {
             return Ok(None);
         };
         if size > MAX_METADATA_BYTES {
-            return Err(DedupError::Invalid {
+            return Err(DedupError::Image(ImageError::Invalid {
                 what: format!("{} in {}", name, self.label()),
                 kind: "manifest, index or config",
                 message: format!("larger than {MAX_METADATA_BYTES} bytes"),
-            });
+            }));
         }
         let mut buf = Vec::with_capacity(size as usize);
         r.read_to_end(&mut buf)
@@ -541,10 +521,12 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     what: &str,
     kind: &'static str,
 ) -> Result<T, DedupError> {
-    serde_json::from_slice(bytes).map_err(|e| DedupError::Invalid {
-        what: what.to_string(),
-        kind,
-        message: e.to_string(),
+    serde_json::from_slice(bytes).map_err(|e| {
+        DedupError::Image(ImageError::Invalid {
+            what: what.to_string(),
+            kind,
+            message: e.to_string(),
+        })
     })
 }
 
@@ -561,11 +543,11 @@ fn expand(
     let name = root.name.clone().unwrap_or_else(|| root.digest.clone());
     if media::is_index(&root.media_type) {
         if depth > 4 {
-            return Err(DedupError::Invalid {
+            return Err(DedupError::Image(ImageError::Invalid {
                 what: root.digest,
                 kind: "index",
                 message: "indexes nested more than 4 deep".into(),
-            });
+            }));
         }
         let idx: Index = parse_json(&blobs.read_small(&root.digest)?, &root.digest, "index")?;
         for m in idx.manifests {
@@ -658,7 +640,7 @@ fn image_input(
     layers: Vec<(String, String, u64, Vec<String>)>,
 ) -> Result<ImageInput, DedupError> {
     if layers.len() != config.rootfs.diff_ids.len() {
-        return Err(DedupError::Invalid {
+        return Err(DedupError::Image(ImageError::Invalid {
             what: digest,
             kind: "image",
             message: format!(
@@ -666,7 +648,7 @@ fn image_input(
                 layers.len(),
                 config.rootfs.diff_ids.len()
             ),
-        });
+        }));
     }
     let created: Vec<Option<String>> = config
         .history
@@ -747,11 +729,11 @@ fn legacy_archive(
     }
     let label = blobs.label();
     let Some(bytes) = blobs.read_name("manifest.json")? else {
-        return Err(DedupError::Invalid {
+        return Err(DedupError::Image(ImageError::Invalid {
             what: blobs.path.display().to_string(),
             kind: "image archive",
             message: "neither index.json nor manifest.json found".into(),
-        });
+        }));
     };
     let items: Vec<Item> = parse_json(&bytes, "manifest.json", "docker manifest")?;
     for item in items {
@@ -861,10 +843,12 @@ fn cached_index(store: &Store, diff_id: &str) -> Option<LayerIndex> {
 /// layer would put the disk's latency into every report).
 fn write_cached_index(store: &Store, idx: &LayerIndex) -> Result<(), DedupError> {
     let path = cache_file(store, &idx.diff_id)?;
-    let bytes = serde_json::to_vec(idx).map_err(|e| DedupError::Io {
-        op: "encode",
-        path: path.clone(),
-        source: e.into(),
+    let bytes = serde_json::to_vec(idx).map_err(|e| {
+        DedupError::Image(ImageError::Io {
+            op: "encode",
+            path: path.clone(),
+            source: e.into(),
+        })
     })?;
     let rel = path.strip_prefix(store.root()).unwrap_or(&path);
     Ok(store.write_cache_record(rel, &bytes)?)
@@ -1098,11 +1082,11 @@ pub fn dedup_with(
             })?;
             let read = total.load(Ordering::Relaxed);
             if read != *bytes {
-                return Err(DedupError::Invalid {
+                return Err(DedupError::Image(ImageError::Invalid {
                     what: format!("{digest} in {}", providers[*source].label()),
                     kind: "layer descriptor",
                     message: format!("it gives {bytes} bytes, the blob has {read}"),
-                });
+                }));
             }
             if options.cache
                 && let Err(e) = write_cached_index(store, &idx)

@@ -46,7 +46,10 @@ pub enum ImageError {
     },
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + use<> {
+pub(crate) fn io_err(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ImageError + use<> {
     let path = path.to_path_buf();
     move |source| ImageError::Io { op, path, source }
 }
