@@ -4,9 +4,9 @@ use super::build::{Drawer, ProgressMode, human};
 use super::images::open_store;
 use super::{CliError, GlobalArgs};
 use crate::image::Platform;
+use crate::ops::registry::{Credentials, Stored};
 use crate::ops::registry::{PullOptions, PushOptions};
 use crate::registry::ClientOptions;
-use crate::registry::auth::{self, Credentials};
 use clap::Args;
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -263,19 +263,12 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
         username,
         secret: password,
     };
-    let mut opts = args.registry.options();
-    opts.credentials = Some((server.clone(), creds.clone()));
-    let config_dir = opts.config_dir.clone();
-    let client = crate::ops::registry::client(opts);
-    let rt = crate::ops::registry::runtime();
-    rt.block_on(client.check_login(&server))?;
-    let stored = auth::store(&config_dir, &server, &creds)?;
-    match stored {
-        auth::Stored::ConfigFile(p) => eprintln!(
+    match crate::ops::registry::login(&args.registry.options(), &server, &creds)? {
+        Stored::ConfigFile(p) => eprintln!(
             "credentials stored unencrypted in {}; configure a credential helper (credsStore) to avoid that",
             p.display()
         ),
-        auth::Stored::Helper(h) => eprintln!("credentials stored in docker-credential-{h}"),
+        Stored::Helper(h) => eprintln!("credentials stored in docker-credential-{h}"),
     }
     eprintln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
@@ -283,8 +276,11 @@ pub fn login(args: LoginArgs) -> Result<ExitCode, CliError> {
 
 pub fn logout(args: LogoutArgs) -> Result<ExitCode, CliError> {
     let server = server_of(&args.server);
-    let dir = args.config.clone().unwrap_or_else(auth::default_config_dir);
-    if auth::erase(&dir, &server)? {
+    let dir = args
+        .config
+        .clone()
+        .unwrap_or_else(crate::ops::registry::default_config_dir);
+    if crate::ops::registry::logout(&dir, &server)? {
         eprintln!("Removing login credentials for {server}");
     } else {
         eprintln!("Not logged in to {server}");

@@ -118,6 +118,33 @@ pub fn client(opts: ClientOptions) -> Client {
     Client::new(opts)
 }
 
+pub use crate::registry::auth::{Credentials, Stored};
+
+/// Checks `creds` against `server`, then stores them as `docker login` does (in the
+/// configured credential helper, else in `config.json` under `opts.config_dir`).
+pub fn login(
+    opts: &ClientOptions,
+    server: &str,
+    creds: &Credentials,
+) -> Result<Stored, TransferError> {
+    let mut opts = opts.clone();
+    opts.credentials = Some((server.to_string(), creds.clone()));
+    let config_dir = opts.config_dir.clone();
+    runtime().block_on(Client::new(opts).check_login(server))?;
+    Ok(crate::registry::auth::store(&config_dir, server, creds)?)
+}
+
+/// Removes the stored credentials for `server` from `config.json` under `config_dir` (or
+/// its credential helper). Returns false when there were none.
+pub fn logout(config_dir: &Path, server: &str) -> Result<bool, TransferError> {
+    Ok(crate::registry::auth::erase(config_dir, server)?)
+}
+
+/// Where `config.json` is by default: `$DOCKER_CONFIG`, else `~/.docker`.
+pub fn default_config_dir() -> std::path::PathBuf {
+    crate::registry::auth::default_config_dir()
+}
+
 /// A tokio runtime for the blocking callers (the CLI, builds).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -191,14 +218,9 @@ fn emit(
     total: u64,
     state: TransferState,
 ) {
-    reporter.borrow_mut().event(Event::Transfer {
-        action,
-        digest: digest.to_string(),
-        kind,
-        done,
-        total,
-        state,
-    });
+    reporter
+        .borrow_mut()
+        .event(transfer(action, kind, digest, done, total, state));
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
