@@ -1171,9 +1171,13 @@ fn images_built_by_wcbuild_share_their_base_and_show_a_re_added_file() {
         "FROM scratch\nCOPY big.bin /data/\nCOPY small.txt /etc/\n",
     )
     .unwrap();
-    let (code, _, err) = wcbuild(
+    // SOURCE_DATE_EPOCH (older than the files) clamps every time in the layers, so the same
+    // COPY makes the same bytes whichever second each build runs in.
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let (code, _, err) = common::wcbuild_at_env(
         &root,
         &["build", "-t", "base:b", base_ctx.to_str().unwrap()],
+        &epoch,
     );
     assert_eq!(code, 0, "{err}");
     // The app copies the same big.bin (same bytes, same mode) to the same path again.
@@ -1184,7 +1188,11 @@ fn images_built_by_wcbuild_share_their_base_and_show_a_re_added_file() {
         "FROM base:b\nENV MODE=prod\nCOPY big.bin /data/\n",
     )
     .unwrap();
-    let (code, _, err) = wcbuild(&root, &["build", "-t", "app:b", app_ctx.to_str().unwrap()]);
+    let (code, _, err) = common::wcbuild_at_env(
+        &root,
+        &["build", "-t", "app:b", app_ctx.to_str().unwrap()],
+        &epoch,
+    );
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = wcbuild(&root, &["dedup", "--format", "json"]);
     assert_eq!(code, 0, "{err}");

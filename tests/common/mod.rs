@@ -123,10 +123,16 @@ pub fn tempdir(suite: &str, name: &str) -> PathBuf {
 /// Runs the `wcbuild` binary with `--root ROOT ARGS…` and no standard input: the exit code,
 /// stdout and stderr.
 pub fn wcbuild_at(root: &Path, args: &[&str]) -> (i32, String, String) {
+    wcbuild_at_env(root, args, &[])
+}
+
+/// [`wcbuild_at`] with extra environment variables.
+pub fn wcbuild_at_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
         .arg("--root")
         .arg(root)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
