@@ -4,7 +4,7 @@ use super::{CliError, GlobalArgs};
 use crate::image::Platform;
 use crate::image::reference::short_digest;
 use crate::layer::Compression;
-use crate::ops::build::{self as ops, BuildError, BuildSettings};
+use crate::ops::build::{self as ops, BuildError, BuildRequest, BuildSettings, Output};
 /// `1.5 MB`-style sizes (powers of 1000), as the other commands print them.
 pub(super) use crate::report::human_bytes as human;
 use clap::{Args, ValueEnum};
@@ -350,12 +350,6 @@ impl Drawer {
     }
 }
 
-enum Output {
-    Store,
-    Registry,
-    Archive(crate::ops::images::SaveFormat, PathBuf),
-}
-
 fn parse_output(spec: &str) -> Result<Output, CliError> {
     let mut kind = None;
     let mut dest = None;
@@ -505,136 +499,79 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
     } else {
         args.progress
     };
-    let mut drawer = Drawer::new(mode);
-    let mut reporter = |e: crate::progress::Event| drawer.event(e);
     let output = match &args.output {
         Some(o) => parse_output(o)?,
         None => Output::Store,
     };
-    let push = args.push || matches!(output, Output::Registry);
-    if push && args.tags.is_empty() {
+    let output = if args.push { Output::Registry } else { output };
+    if output == Output::Registry && args.tags.is_empty() {
         return Err(CliError::Usage(
             "--push needs at least one -t NAME to push to".into(),
         ));
     }
+    let request = BuildRequest {
+        settings,
+        platforms,
+        output,
+        push_jobs: args.registry.jobs,
+    };
+    let mut drawer = Drawer::new(mode);
+    let mut reporter = |e: crate::progress::Event| drawer.event(e);
     let store = super::images::open_store(global)?;
-    match ops::build_platforms(&store, &settings, &platforms, &mut reporter) {
-        Ok(out) => {
-            if push {
-                let client = crate::ops::registry::client(args.registry.options());
-                let rt = crate::ops::registry::runtime();
-                let opts = crate::ops::registry::PushOptions {
-                    include_foreign: false,
-                    concurrency: args.registry.jobs,
-                };
-                for t in &out.tags {
-                    let pushed = rt.block_on(crate::ops::registry::push(
-                        &store,
-                        &client,
-                        t,
-                        None,
-                        &opts,
-                        &mut reporter,
-                    ))?;
-                    if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
-                        eprintln!(
-                            "pushed {}: {} blobs uploaded, {} already there, {} mounted",
-                            pushed.reference, pushed.uploaded, pushed.existed, pushed.mounted
-                        );
-                    }
-                }
-            }
-            if let Output::Archive(format, dest) = &output {
-                let media = if out.images.len() > 1 {
-                    crate::image::media::OCI_INDEX
-                } else {
-                    crate::image::media::OCI_MANIFEST
-                };
-                let size = store.blob_size(&out.digest)?.unwrap_or(0);
-                let entry = crate::store::IndexEntry::new(media, &out.digest, size);
-                let name = args
-                    .tags
-                    .first()
-                    .map(|t| crate::image::Reference::parse(t))
-                    .transpose()?;
-                let tmp = dest.with_extension("wcbuild-partial");
-                let written = (|| -> anyhow::Result<()> {
-                    let f = std::fs::File::create(&tmp)?;
-                    let mut w = std::io::BufWriter::new(f);
-                    crate::ops::images::save_entries(&store, &[(name, entry)], *format, &mut w)?;
-                    w.into_inner()?.sync_all()?;
-                    std::fs::rename(&tmp, dest)?;
-                    Ok(())
-                })();
-                if let Err(e) = written {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(CliError::Failed(
-                        e.context(format!("write `{}`", dest.display())),
-                    ));
-                }
-                if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
-                    eprintln!("wrote {}", dest.display());
-                }
-            }
-            if let Some(f) = &args.metadata_file {
-                let platforms: Vec<serde_json::Value> = out
-                    .images
-                    .iter()
-                    .map(|i| {
-                        serde_json::json!({
-                            "platform": i.platform.to_string(),
-                            "containerimage.digest": i.digest,
-                            "containerimage.config.digest": i.config_digest,
-                        })
-                    })
-                    .collect();
-                let mut meta = serde_json::json!({
-                    "containerimage.digest": out.digest,
-                    "image.name": out.tags.join(","),
-                    "platforms": platforms,
-                });
-                if out.images.len() == 1 {
-                    meta["containerimage.config.digest"] =
-                        out.images[0].config_digest.clone().into();
-                }
-                std::fs::write(f, serde_json::to_vec_pretty(&meta).unwrap_or_default())
-                    .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
-            }
-            if let Some(f) = &args.iidfile {
-                std::fs::write(f, &out.digest)
-                    .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
-            }
-            if let Some(c) = &out.cache_export
-                && !matches!(mode, ProgressMode::Quiet | ProgressMode::Json)
-            {
-                eprintln!(
-                    "exported {} cache records to {} ({} blobs uploaded, {} already there)",
-                    c.records,
-                    c.reference,
-                    c.pushed.uploaded,
-                    c.pushed.existed + c.pushed.mounted
-                );
-            }
-            if !matches!(mode, ProgressMode::Quiet | ProgressMode::Json) {
-                for img in &out.images {
-                    eprintln!("built {} ({})", img.digest, img.platform);
-                }
-                if out.images.len() > 1 {
-                    eprintln!("index {} ({} platforms)", out.digest, out.images.len());
-                }
-                for t in &out.tags {
-                    eprintln!("tagged {t}");
-                }
-            }
-            println!("{}", out.digest);
-            Ok(ExitCode::SUCCESS)
-        }
+    let result = match ops::build_and_export(&store, &request, &mut reporter) {
+        Ok(r) => r,
         Err(BuildError::Check(diags)) => {
             for d in diags {
                 eprintln!("{d}");
             }
-            Ok(ExitCode::from(1))
+            return Ok(ExitCode::from(1));
         }
-        Err(e) => Err(CliError::Failed(e.into())),
+        Err(e) => return Err(CliError::Failed(e.into())),
+    };
+    let talk = !matches!(mode, ProgressMode::Quiet | ProgressMode::Json);
+    let out = &result.built;
+    if talk {
+        for p in &result.pushed {
+            eprintln!(
+                "pushed {}: {} blobs uploaded, {} already there, {} mounted",
+                p.reference, p.uploaded, p.existed, p.mounted
+            );
+        }
+        if let Some(dest) = &result.wrote {
+            eprintln!("wrote {}", dest.display());
+        }
     }
+    if let Some(f) = &args.metadata_file {
+        std::fs::write(
+            f,
+            serde_json::to_vec_pretty(&result.metadata()).unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
+    }
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &out.digest)
+            .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
+    }
+    if talk {
+        if let Some(c) = &out.cache_export {
+            eprintln!(
+                "exported {} cache records to {} ({} blobs uploaded, {} already there)",
+                c.records,
+                c.reference,
+                c.pushed.uploaded,
+                c.pushed.existed + c.pushed.mounted
+            );
+        }
+        for img in &out.images {
+            eprintln!("built {} ({})", img.digest, img.platform);
+        }
+        if out.images.len() > 1 {
+            eprintln!("index {} ({} platforms)", out.digest, out.images.len());
+        }
+        for t in &out.tags {
+            eprintln!("tagged {t}");
+        }
+    }
+    println!("{}", out.digest);
+    Ok(ExitCode::SUCCESS)
 }

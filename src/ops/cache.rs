@@ -18,14 +18,8 @@ pub const ARTIFACT_TYPE: &str = "application/vnd.wcbuild.cache.v1";
 /// The media type of its config (the records).
 pub const RECORDS_TYPE: &str = "application/vnd.wcbuild.cache.records.v1+json";
 
-/// One cache record: a step's layer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Record {
-    /// The layer blob.
-    pub layer: Descriptor,
-    /// Its uncompressed digest.
-    pub diff_id: String,
-}
+/// One cache record: a step's layer (the record the local store keeps, too).
+pub use crate::store::StepRecord as Record;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Records {

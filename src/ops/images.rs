@@ -200,14 +200,10 @@ pub fn remove(store: &Store, names: &[String]) -> Result<Vec<String>, ImageError
 /// unless `drop_cache`, which removes the build cache first.
 pub fn prune(store: Store, drop_cache: bool) -> Result<PruneReport, ImageError> {
     let roots = if drop_cache {
-        super::build::drop_cache(&store).map_err(|e| ImageError::Io {
-            op: "remove build cache",
-            path: store.cache_dir(),
-            source: e,
-        })?;
+        store.drop_build_cache()?;
         Vec::new()
     } else {
-        super::build::cache_roots(&store)
+        store.step_roots()
     };
     Ok(store.prune(&roots)?)
 }

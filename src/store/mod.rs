@@ -7,7 +7,8 @@
 //!   index.json            tagged images; annotation org.opencontainers.image.ref.name = full reference
 //!   blobs/sha256/<hex>    every blob, immutable, verified before it enters
 //!   ingest/               partial writes (temp files), removed by prune when no writer holds them
-//!   cache/                build cache records, versioned
+//!   cache/                build cache records, versioned (cache/v1/steps/<key>.json: a step's layer)
+//!   tmp/                  private (0700) scratch: root file systems a build assembles
 //!   wcbuild-store-v1      format marker
 //!   lock                  shared by every open store, exclusive for prune
 //! ```
@@ -23,8 +24,10 @@
 
 mod fsutil;
 mod index;
+mod steps;
 
 pub use index::{IndexEntry, REF_NAME_ANNOTATION};
+pub use steps::{ScratchDir, StepRecord};
 
 use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};

@@ -1,0 +1,115 @@
+//! What a build is asked to do and what it gives back: settings, named contexts, outcomes
+//! and errors.
+
+use crate::dockerfile::{self, Diagnostic};
+use crate::image::Platform;
+use crate::layer::Compression;
+use crate::ops::dockerfile::ReadError;
+use crate::ops::images::ImageError;
+use crate::store::StoreError;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildSettings {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (`None`: `CONTEXT/Dockerfile`; `-`: standard input).
+    pub file: Option<PathBuf>,
+    /// Names to tag the result with.
+    pub tags: Vec<String>,
+    /// `--build-arg`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform` (one).
+    pub platform: Option<Platform>,
+    /// Layer compression.
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: clamps file times and sets the config and history times.
+    pub source_date_epoch: Option<i64>,
+    /// `--label K=V`.
+    pub labels: Vec<(String, String)>,
+    /// `--no-cache`: build every step (results are still recorded for later builds).
+    pub no_cache: bool,
+    /// `--build-context NAME=…`: named contexts for `FROM` and `COPY --from`.
+    pub contexts: BTreeMap<String, NamedContext>,
+    /// Where to pull base images the store does not have (`None`: never pull); also the
+    /// registry settings of `cache_from` and `cache_to`.
+    pub registry: Option<crate::registry::ClientOptions>,
+    /// `--cache-from`: build caches in registries to import (earlier ones win).
+    pub cache_from: Vec<String>,
+    /// `--cache-to`: where to export this build's cache.
+    pub cache_to: Option<String>,
+    /// `mode=max`: export every step's layer, not only those in the final image.
+    pub cache_max: bool,
+}
+
+/// A `--build-context` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory (`NAME=DIR`): `COPY --from=NAME` reads it.
+    Dir(PathBuf),
+    /// An image in the store (`NAME=docker-image://REF`), or one loaded from an OCI layout
+    /// (`NAME=oci-layout://DIR[:TAG]`, named by its digest): `FROM NAME` and `COPY
+    /// --from=NAME` use it.
+    Image(String),
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The manifest digest (the image ID users see).
+    pub digest: String,
+    /// The config digest.
+    pub config_digest: String,
+    /// The platform built.
+    pub platform: Platform,
+    /// The full references tagged.
+    pub tags: Vec<String>,
+    /// The build cache records this build used or made (step key → layer).
+    pub cache: BTreeMap<String, crate::store::StepRecord>,
+}
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile could not be read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The Dockerfile does not parse.
+    #[error(transparent)]
+    Parse(#[from] dockerfile::ParseError),
+    /// The Dockerfile does not check.
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Check(Vec<Diagnostic>),
+    /// An instruction cannot be carried out (the error quotes its line).
+    #[error("{0}")]
+    At(dockerfile::ParseError),
+    /// Something outside an instruction cannot be carried out.
+    #[error("{location}: {message}")]
+    Step {
+        /// `file:line`.
+        location: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Image or store trouble.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Store trouble.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Pushing the result failed.
+    #[error(transparent)]
+    Push(#[from] crate::ops::registry::TransferError),
+    /// Writing the result's archive failed.
+    #[error("write `{path}`: {message}")]
+    Export {
+        /// The archive.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}

@@ -1,0 +1,75 @@
+//! What the steps of one build share: the stage being built, the build's context (store,
+//! settings, cache, progress), and how a step adds a layer (from the cache, or written once).
+
+use super::cache::BuildCache;
+use super::settings::BuildSettings;
+use crate::image::{Descriptor, ImageConfig};
+use crate::layer::{Format, LayerOptions, LayerWriter};
+use crate::progress::Reporter;
+use crate::store::Store;
+
+/// A stage as it is being built: its config so far and its layers.
+pub(super) struct StageState {
+    pub(super) config: ImageConfig,
+    pub(super) layers: Vec<Descriptor>,
+    /// CMD was set in this stage (an ENTRYPOINT then keeps it).
+    pub(super) cmd_set: bool,
+}
+
+impl StageState {
+    pub(super) fn windows(&self) -> bool {
+        self.config.os == "windows"
+    }
+}
+
+/// Writes a layer through `fill` unless the build cache has one for `key`; stores it and
+/// appends it to the stage. Returns true on a cache hit.
+pub(super) fn add_layer(
+    ctx: &mut Ctx<'_>,
+    state: &mut StageState,
+    key: &str,
+    windows_owner: Option<String>,
+    fill: impl FnOnce(
+        &mut LayerWriter<&mut crate::store::BlobWriter<'_>>,
+        &mut dyn Reporter,
+    ) -> std::io::Result<()>,
+) -> Result<bool, String> {
+    if let Some((layer, diff_id)) = ctx.cache.lookup(ctx.store, key) {
+        state.layers.push(layer);
+        state.config.rootfs.diff_ids.push(diff_id);
+        return Ok(true);
+    }
+    let opts = LayerOptions {
+        format: if state.windows() {
+            Format::Windows
+        } else {
+            Format::Linux
+        },
+        compression: ctx.settings.compression,
+        source_date_epoch: ctx.settings.source_date_epoch,
+        windows_owner,
+        ..LayerOptions::default()
+    };
+    let mut blob = ctx.store.blob_writer().map_err(|e| e.to_string())?;
+    let mut w = LayerWriter::new(&mut blob, opts).map_err(|e| e.to_string())?;
+    fill(&mut w, &mut *ctx.reporter).map_err(|e| e.to_string())?;
+    let (d, _) = w.finish().map_err(|e| e.to_string())?;
+    let digest = blob
+        .commit(Some(&d.digest), Some(d.size))
+        .map_err(|e| e.to_string())?;
+    let layer = Descriptor::new(d.media_type, &digest, d.size);
+    ctx.cache.record(ctx.store, key, &layer, &d.diff_id);
+    state.layers.push(layer);
+    state.config.rootfs.diff_ids.push(d.diff_id);
+    Ok(false)
+}
+
+/// What the steps of one build share.
+pub(super) struct Ctx<'a> {
+    pub(super) store: &'a Store,
+    pub(super) settings: &'a BuildSettings,
+    pub(super) cache: BuildCache,
+    pub(super) reporter: &'a mut dyn Reporter,
+    /// The stage being built (for progress events).
+    pub(super) stage: usize,
+}
