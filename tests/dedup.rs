@@ -508,6 +508,28 @@ fn linux_set_every_metric_exact_and_the_index_cached() {
 }
 
 #[test]
+fn no_cache_reads_every_layer_and_still_writes_the_indexes() {
+    let set = linux_set("no-cache");
+    let store = Store::open(&set.root).unwrap();
+    let no_cache = DedupOptions {
+        cache: false,
+        ..DedupOptions::default()
+    };
+    let first = dedup(&store, &[], &no_cache).unwrap();
+    assert_eq!((first.layers_read, first.layers_cached), (5, 0));
+    let again = dedup(&store, &[], &no_cache).unwrap();
+    assert_eq!(
+        (again.layers_read, again.layers_cached),
+        (5, 0),
+        "--no-cache reads every layer again"
+    );
+    // What --no-cache made serves the next ordinary run.
+    let cached = dedup(&store, &[], &DedupOptions::default()).unwrap();
+    assert_eq!((cached.layers_read, cached.layers_cached), (0, 5));
+    assert_eq!(cached.report, first.report);
+}
+
+#[test]
 fn archives_and_layouts_give_the_same_report_as_the_store() {
     let set = linux_set("sources");
     let (code, _, err) = wcbuild(

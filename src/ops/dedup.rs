@@ -85,7 +85,7 @@ pub struct DedupOptions {
     pub threads: usize,
     /// Limits for reading layers.
     pub limits: ReadLimits,
-    /// Read and write the layer index cache in the store.
+    /// Read the layer index cache in the store (indexes made are written either way).
     pub cache: bool,
     /// How to reach registries (`Source::Registry`).
     pub registry: crate::registry::ClientOptions,
@@ -1088,9 +1088,9 @@ pub fn dedup_with(
                     message: format!("it gives {bytes} bytes, the blob has {read}"),
                 }));
             }
-            if options.cache
-                && let Err(e) = write_cached_index(store, &idx)
-            {
+            // Written even with the cache off (`--no-cache` only stops reading it), as
+            // `build --no-cache` still records its steps.
+            if let Err(e) = write_cached_index(store, &idx) {
                 tracing::warn!("could not cache the index of layer `{diff_id}`: {e}");
             }
             reporter.layer_done(diff_id);

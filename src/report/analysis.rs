@@ -763,7 +763,12 @@ pub fn analyze(images: &[ImageInput], indexes: &HashMap<String, LayerIndex>, top
                         m.hive_overwritten_bytes += old.size;
                     }
                     offend(OffenderKind::Overwritten, old.path, &old, k, old.size);
-                    if e.kind == EntryKind::File && old.sha == new.sha && old.mode == new.mode {
+                    if e.kind == EntryKind::File
+                        && old.sha == new.sha
+                        // Permission bits only: Docker writes `0100644` where wcbuild writes
+                        // `0644`, the same mode.
+                        && old.mode & 0o7777 == new.mode & 0o7777
+                    {
                         m.unchanged_rewrite_bytes += e.size;
                         let rewritten = Live { layer: k, ..new };
                         offend(
@@ -1067,6 +1072,23 @@ mod tests {
         // and not var/cache2 (a sibling with the same prefix).
         assert_eq!((f.deleted_bytes, f.visible_bytes), (100, 37));
         assert_eq!(f.file_bytes, 137);
+    }
+
+    #[test]
+    fn unchanged_rewrites_compare_permission_bits_not_type_bits() {
+        // Docker writes a file's mode with its type bits (0100644); wcbuild writes 0644.
+        let mut docker = file("etc/app.conf", 70, "c");
+        docker.mode = 0o100644;
+        let same = file("etc/app.conf", 70, "c");
+        let mut chmodded = file("etc/app.conf", 70, "c");
+        chmodded.mode = 0o755;
+        let r = set("linux", vec![vec![docker.clone()], vec![same]]);
+        assert_eq!(r.images[0].files.unchanged_rewrite_bytes, 70);
+        let r = set("linux", vec![vec![docker], vec![chmodded]]);
+        assert_eq!(
+            r.images[0].files.unchanged_rewrite_bytes, 0,
+            "a new mode is a change"
+        );
     }
 
     #[test]
