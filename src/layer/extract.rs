@@ -338,6 +338,10 @@ fn extract_into(
                 }
             }
         }
+        // The archive's own root (`./`, as `tar -C DIR .` writes it) names the target itself.
+        if name.trim_end_matches('/') == "." {
+            continue;
+        }
         let comps = components(name).map_err(hostile)?;
         let base = comps[comps.len() - 1];
         if let Some(hidden) = base.strip_prefix(".wh.") {

@@ -20,6 +20,9 @@ pub(super) struct CopyItem {
     pub(super) dest: String,
     /// Where the content comes from (`None`: a directory to create, or inline content).
     pub(super) source: Option<PathBuf>,
+    /// A directory the COPY creates or passes through: its mode and owner are final (no
+    /// `--chmod`, no `--chown`).
+    pub(super) exact: bool,
     pub(super) inline: Option<Vec<u8>>,
     pub(super) kind: Kind,
     pub(super) mode: u32,
@@ -90,7 +93,66 @@ pub(super) fn item_for(path: &Path, meta: &fs::Metadata, dest: &str) -> Result<C
         uid: owner_of(meta).0,
         gid: owner_of(meta).1,
         from_archive: false,
+        exact: false,
     })
+}
+
+/// Follows `path` (inside `root`) through symlinks the way a container would, but never out
+/// of `root`: an absolute target starts again at `root`, `..` stops at it. Returns the real
+/// path of what `path` names (which may not exist).
+pub(super) fn resolve_beneath(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut todo: Vec<std::ffi::OsString> = rel
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.to_os_string()),
+            std::path::Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .rev()
+        .collect();
+    let mut cur = root.to_path_buf();
+    let mut depth = 0usize;
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            if depth > 0 {
+                cur.pop();
+                depth -= 1;
+            }
+            continue;
+        }
+        let next = cur.join(&c);
+        match fs::symlink_metadata(&next) {
+            Ok(m) if m.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 255 {
+                    return Err(format!(
+                        "too many levels of symbolic links at `{}`",
+                        next.display()
+                    ));
+                }
+                let target =
+                    fs::read_link(&next).map_err(|e| format!("`{}`: {e}", next.display()))?;
+                if target.has_root() {
+                    cur = root.to_path_buf();
+                    depth = 0;
+                }
+                for part in target.components().rev() {
+                    match part {
+                        std::path::Component::Normal(n) => todo.push(n.to_os_string()),
+                        std::path::Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {
+                cur = next;
+                depth += 1;
+            }
+        }
+    }
+    Ok(cur)
 }
 
 /// Context paths matching a source pattern (a path or a glob), not excluded by `.dockerignore`.
@@ -153,24 +215,6 @@ pub(super) fn collect_dir(
     out: &mut Vec<CopyItem>,
 ) -> Result<(), String> {
     let dest = dest.trim_matches('/');
-    if !dest.is_empty() {
-        let meta = fs::metadata(dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
-        // Parents of the destination, then the destination itself.
-        let mut acc = String::new();
-        for c in dest.split('/') {
-            acc = if acc.is_empty() {
-                c.to_string()
-            } else {
-                format!("{acc}/{c}")
-            };
-            let mut it = item_for(dir, &meta, &acc)?;
-            it.source = None;
-            if acc != dest {
-                it.mode = 0o755;
-            }
-            out.push(it);
-        }
-    }
     walk_dir(dir, rel, dest, "", ignore, excludes, out)
 }
 

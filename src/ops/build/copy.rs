@@ -3,18 +3,19 @@
 //! entries under the destination, a cache key over their content, and one layer.
 
 use super::cache::cache_key;
-use super::context::{CopyItem, collect_dir, context_matches, item_for};
+use super::context::{CopyItem, collect_dir, context_matches, item_for, resolve_beneath};
 use super::paths::{join_clean, windows_path};
-use super::rootfs::{Rootfs, assemble};
-use super::sources::{
-    ArchiveKind, TempDirs, archive_kind, git_checkout, http_download, is_git_source,
-};
+use super::rootfs::Rootfs;
+use super::sources::{ArchiveKind, archive_kind, git_checkout, http_download, is_git_source};
 use super::state::{Ctx, StageState, add_layer};
+use super::user::stage_owner;
+use super::view::{Node, StageView};
 use crate::dockerfile::check::CopySpec;
 use crate::dockerfile::ignore::IgnoreFile;
 use crate::layer::tar::{Header, Kind};
 use crate::progress::Event;
 use std::fs;
+use std::path::PathBuf;
 
 /// What a COPY or ADD did: its history text, the new cache chain key, and whether the layer
 /// came from the cache.
@@ -67,40 +68,7 @@ pub(super) fn copy_step(
             (0, 0, Some(sid))
         }
         Some(c) => {
-            let (u, g) = match c.split_once(':') {
-                Some((u, g)) => (u, Some(g)),
-                None => (c.as_str(), None),
-            };
-            let numeric = u.parse::<u64>().is_ok() && g.is_none_or(|g| g.parse::<u64>().is_ok());
-            let (passwd, group) = if numeric {
-                (String::new(), String::new())
-            } else {
-                // Names resolve through the stage's own /etc/passwd and /etc/group.
-                let fs = assemble(ctx.store, &state.layers, false, "the stage".into())?;
-                let read = |p: &str| fs::read_to_string(fs.path.join(p)).unwrap_or_default();
-                let files = (read("etc/passwd"), read("etc/group"));
-                let _ = fs::remove_dir_all(&fs.path);
-                files
-            };
-            let lookup = |table: &str, name: &str, what: &str| -> Result<u64, String> {
-                if let Ok(n) = name.parse::<u64>() {
-                    return Ok(n);
-                }
-                table
-                    .lines()
-                    .filter_map(|l| {
-                        let f: Vec<&str> = l.split(':').collect();
-                        (f.len() >= 3 && f[0] == name).then(|| f[2].parse::<u64>().ok()).flatten()
-                    })
-                    .next()
-                    .ok_or_else(|| format!("{name_kw} --chown={c}: no {what} `{name}` in the image's /etc/{table_name}", name_kw = name_kw(add), table_name = if what == "user" { "passwd" } else { "group" }))
-            };
-            let uid = lookup(&passwd, u, "user")?;
-            // A user without a group gets gid = uid, as BuildKit does.
-            let gid = match g {
-                Some(g) => lookup(&group, g, "group")?,
-                None => uid,
-            };
+            let (uid, gid) = stage_owner(ctx.store, &state.layers, c)?;
             (uid, gid, None)
         }
     };
@@ -113,23 +81,37 @@ pub(super) fn copy_step(
     } else {
         (spec.dest.clone(), workdir)
     };
-    let dest_is_dir = dest_raw.ends_with('/') || spec.sources.len() + spec.inline.len() > 1;
+    // A destination that is `.`, ends in `/` (or `\` on Windows stages), or is an existing
+    // directory is a directory: files go into it. Otherwise a file goes to it, and each later
+    // source replaces the earlier one, as BuildKit copies.
+    let slash = names_a_directory(&spec.dest, windows);
     let dest = join_clean(if base.is_empty() { "/" } else { &base }, &dest_raw);
-    let dest_rel = dest.trim_start_matches('/').to_string();
+    // The destination through the stage's symlinks, as the copy inside the container would
+    // resolve it (`/www` → `/srv` when the base links them).
+    state.refresh_view(ctx.store)?;
+    let view = state.view().expect("refreshed above");
+    let dest_rel = view.resolve(&dest).0;
+    let mut target = Destination {
+        rel: dest_rel.clone(),
+        slash,
+        view,
+        windows,
+        used: false,
+    };
     let mut items: Vec<CopyItem> = Vec::new();
     let mut printed = Vec::new();
     // Archives ADD unpacks, removed when the step ends, however it ends.
-    let mut unpacked = TempDirs(Vec::new());
+    let mut unpacked: Vec<crate::store::ScratchDir> = Vec::new();
+    let mut scratch = |purpose: &str| -> Result<PathBuf, String> {
+        let d = ctx.store.scratch_dir(purpose).map_err(|e| e.to_string())?;
+        let p = d.path().join("x");
+        unpacked.push(d);
+        Ok(p)
+    };
     for src in &spec.sources {
         if add && is_git_source(src) {
             printed.push(src.clone());
-            let dir = std::env::temp_dir().join(format!(
-                "wcbuild-git-{}-{}",
-                std::process::id(),
-                cache_key(&[src]).get(..12).unwrap_or("x")
-            ));
-            let _ = fs::remove_dir_all(&dir);
-            unpacked.0.push(dir.clone());
+            let dir = scratch("git")?;
             let (root, commit) = git_checkout(src, &dir, spec.keep_git_dir == Some(true))?;
             if let Some(want) = &spec.checksum
                 && !commit.starts_with(want.trim_start_matches("sha1:"))
@@ -138,18 +120,14 @@ pub(super) fn copy_step(
                     "ADD {src}: checksum mismatch: --checksum={want}, the commit is {commit}"
                 ));
             }
+            target.check_dir(&items)?;
             collect_dir(&root, "", &dest_rel, &no_ignore, &excludes, &mut items)?;
             continue;
         }
         if add && (src.starts_with("http://") || src.starts_with("https://")) {
             printed.push(src.clone());
-            let dir = std::env::temp_dir().join(format!(
-                "wcbuild-url-{}-{}",
-                std::process::id(),
-                cache_key(&[src]).get(..12).unwrap_or("x")
-            ));
+            let dir = scratch("download")?;
             fs::create_dir_all(&dir).map_err(|e| format!("`{}`: {e}", dir.display()))?;
-            unpacked.0.push(dir.clone());
             let file = dir.join("download");
             let digest = http_download(src, &file, settings.registry.as_ref())?;
             if let Some(want) = &spec.checksum
@@ -168,13 +146,9 @@ pub(super) fn copy_step(
                 .filter(|n| !n.is_empty())
                 .unwrap_or("index.html")
                 .to_string();
-            let target = if dest_is_dir {
-                format!("{}/{name}", dest_rel.trim_end_matches('/'))
-            } else {
-                dest_rel.clone()
-            };
+            let to = target.file(&items, &name)?;
             let meta = fs::metadata(&file).map_err(|e| e.to_string())?;
-            let mut it = item_for(&file, &meta, target.trim_start_matches('/'))?;
+            let mut it = item_for(&file, &meta, &to)?;
             // Downloads get mode 600, as BuildKit gives them.
             it.mode = 0o600;
             items.push(it);
@@ -193,7 +167,12 @@ pub(super) fn copy_step(
         };
         let pattern = crate::dockerfile::ignore::clean(raw.trim_start_matches('/'));
         let pattern = pattern.trim_start_matches("../").to_string();
+        let wildcard = has_wildcards(&pattern);
         let matches = context_matches(&src_root, &pattern, ignore)?;
+        if matches.is_empty() && wildcard {
+            // A wildcard that matches nothing copies nothing, as in BuildKit.
+            continue;
+        }
         if matches.is_empty() {
             return Err(match source {
                 Some(r) => format!("{name} source `{src}` not found in {}", r.label),
@@ -202,32 +181,36 @@ pub(super) fn copy_step(
                 ),
             });
         }
-        let single = matches.len() == 1 && spec.sources.len() == 1 && spec.inline.is_empty();
-        for (rel, path) in matches {
+        for (rel, named) in matches {
+            // The path a source names is followed when it is a symlink (inside its root), as
+            // BuildKit does; links inside directories stay links.
+            let path = resolve_beneath(&src_root, &named).map_err(|e| match source {
+                Some(r) => format!("{name} source `{src}` in {}: {e}", r.label),
+                None => format!("{name} source `{src}`: {e}"),
+            })?;
             let meta =
                 fs::symlink_metadata(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
             if meta.is_dir() {
                 // A directory's contents go into the destination (under its kept parents
                 // with --parents).
-                let target = match kept_path(spec.parents, &raw, &rel) {
-                    Some(k) => format!("{}/{k}", dest_rel.trim_end_matches('/')),
-                    None => dest_rel.clone(),
+                let dir_target = match kept_path(spec.parents, &raw, &rel) {
+                    Some(k) => {
+                        target.used = true;
+                        format!("{}/{k}", dest_rel.trim_end_matches('/'))
+                    }
+                    None => {
+                        target.check_dir(&items)?;
+                        dest_rel.clone()
+                    }
                 };
-                collect_dir(&path, &rel, &target, ignore, &excludes, &mut items)?;
+                collect_dir(&path, &rel, &dir_target, ignore, &excludes, &mut items)?;
             } else {
                 if add && spec.unpack != Some(false) && source.is_none() {
                     match archive_kind(&path) {
                         Some(ArchiveKind::Tar) => {
                             // A local tar (plain, gzip or zstd) is unpacked into the
                             // destination, merging with what is there, owners kept.
-                            let tmp = std::env::temp_dir().join(format!(
-                                "wcbuild-add-{}-{}",
-                                std::process::id(),
-                                cache_key(&[&path.to_string_lossy()])
-                                    .get(..12)
-                                    .unwrap_or("x")
-                            ));
-                            let _ = fs::remove_dir_all(&tmp);
+                            let tmp = scratch("add")?;
                             let f = fs::File::open(&path)
                                 .map_err(|e| format!("`{}`: {e}", path.display()))?;
                             crate::layer::extract(
@@ -237,11 +220,8 @@ pub(super) fn copy_step(
                             )
                             .map_err(|e| format!("ADD `{src}`: {e}"))?;
                             let before = items.len();
-                            let r =
-                                collect_dir(&tmp, "", &dest_rel, &no_ignore, &excludes, &mut items);
-                            // Keep the extracted files until the layer is written.
-                            unpacked.0.push(tmp);
-                            r?;
+                            target.check_dir(&items)?;
+                            collect_dir(&tmp, "", &dest_rel, &no_ignore, &excludes, &mut items)?;
                             for it in &mut items[before..] {
                                 it.from_archive = true;
                             }
@@ -255,28 +235,28 @@ pub(super) fn copy_step(
                         None => {}
                     }
                 }
-                let base_name = match kept_path(spec.parents, &raw, &rel) {
-                    Some(k) => k,
-                    None => rel.rsplit('/').next().unwrap_or(&rel).to_string(),
+                let to = match kept_path(spec.parents, &raw, &rel) {
+                    // --parents: the destination is the directory the kept path goes under.
+                    Some(k) => {
+                        target.used = true;
+                        format!("{}/{k}", dest_rel.trim_end_matches('/'))
+                            .trim_start_matches('/')
+                            .to_string()
+                    }
+                    None => {
+                        let base_name = rel.rsplit('/').next().unwrap_or(&rel);
+                        target.file(&items, base_name)?
+                    }
                 };
-                let target = if dest_is_dir || !single || spec.parents {
-                    format!("{}/{base_name}", dest_rel.trim_end_matches('/'))
-                } else {
-                    dest_rel.clone()
-                };
-                items.push(item_for(&path, &meta, target.trim_start_matches('/'))?);
+                items.push(item_for(&path, &meta, &to)?);
             }
         }
     }
     for doc in &spec.inline {
         printed.push(format!("<<{}", doc.name));
-        let target = if dest_is_dir {
-            format!("{}/{}", dest_rel.trim_end_matches('/'), doc.name)
-        } else {
-            dest_rel.clone()
-        };
+        let to = target.file(&items, &doc.name)?;
         items.push(CopyItem {
-            dest: target.trim_start_matches('/').to_string(),
+            dest: to,
             source: None,
             inline: Some(doc.content.clone().into_bytes()),
             kind: Kind::File,
@@ -286,8 +266,16 @@ pub(super) fn copy_step(
             uid: 0,
             gid: 0,
             from_archive: false,
+            exact: false,
         });
     }
+    // The directories the copy goes through or creates: those that exist keep their mode and
+    // owner; new ones are 0755, owned by the --chown user (root without one), as BuildKit's
+    // copy makes them.
+    let created_owner = if owner.is_some() { (0, 0) } else { (uid, gid) };
+    target.parents(&mut items, created_owner, now);
+    // One entry per path, the last source's winning (a stable sort keeps their order).
+    items.reverse();
     items.sort_by(|a, b| a.dest.cmp(&b.dest));
     items.dedup_by(|a, b| a.dest == b.dest);
     // The cache key: the chain so far and every item's path, kind, mode, owner, link and
@@ -332,12 +320,13 @@ pub(super) fn copy_step(
             }
             let mut h = Header::new(&it.dest, it.kind);
             h.mode = match (&mode_override, it.kind) {
+                _ if it.exact => it.mode,
                 (Some(m), Kind::File) | (Some(m), Kind::Dir) => {
                     m.apply(it.mode, it.kind == Kind::Dir)
                 }
                 _ => it.mode,
             };
-            if (keep_owner || it.from_archive) && spec.chown.is_none() {
+            if it.exact || ((keep_owner || it.from_archive) && spec.chown.is_none()) {
                 h.uid = it.uid;
                 h.gid = it.gid;
             } else {
@@ -401,6 +390,159 @@ pub(super) fn copy_step(
         chain: key,
         cached,
     })
+}
+
+/// True when a source pattern has wildcards (`*`, `?`, `[`; an escaped one does not count).
+fn has_wildcards(pattern: &str) -> bool {
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'*' | b'?' | b'[' => return true,
+            b'\\' => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// True when a COPY destination, as written, names a directory: `.`, empty, ending in `/`
+/// or `/.` (and `\\` on Windows stages).
+fn names_a_directory(dest: &str, windows: bool) -> bool {
+    let d = if windows {
+        dest.replace('\\', "/")
+    } else {
+        dest.to_string()
+    };
+    d.is_empty() || d == "." || d.ends_with('/') || d.ends_with("/.")
+}
+
+/// Where the sources of one COPY go: into the destination when it names or is a directory,
+/// else to it.
+struct Destination<'v> {
+    /// The destination, relative to `/`, its existing part resolved through symlinks.
+    rel: String,
+    /// Written as a directory (`.`, trailing `/`).
+    slash: bool,
+    /// The stage's file system before this step.
+    view: &'v StageView,
+    windows: bool,
+    /// Some source went to or into the destination (a directory destination is then made even
+    /// when nothing lands in it).
+    used: bool,
+}
+
+impl Destination<'_> {
+    fn same(&self, a: &str, b: &str) -> bool {
+        if self.windows {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    }
+
+    /// What is at the destination now: an entry this COPY already collected, else what the
+    /// stage's layers hold there.
+    fn node(&self, items: &[CopyItem]) -> Option<Node> {
+        if let Some(it) = items.iter().rev().find(|it| self.same(&it.dest, &self.rel)) {
+            return Some(match it.kind {
+                Kind::Dir => Node::Dir {
+                    mode: it.mode,
+                    uid: it.uid,
+                    gid: it.gid,
+                },
+                Kind::Symlink => Node::Link(it.link.clone()),
+                _ => Node::Other,
+            });
+        }
+        self.view.stat(&self.rel)
+    }
+
+    /// The path (relative to `/`) a file called `name` goes to.
+    fn file(&mut self, items: &[CopyItem], name: &str) -> Result<String, String> {
+        self.used = true;
+        let into =
+            self.slash || self.rel.is_empty() || matches!(self.node(items), Some(Node::Dir { .. }));
+        Ok(if into {
+            format!("{}/{name}", self.rel.trim_end_matches('/'))
+                .trim_start_matches('/')
+                .to_string()
+        } else {
+            self.rel.clone()
+        })
+    }
+
+    /// Checks that a directory's contents can go to the destination: it is missing or a
+    /// directory.
+    fn check_dir(&mut self, items: &[CopyItem]) -> Result<(), String> {
+        self.used = true;
+        if self.slash || self.rel.is_empty() {
+            return Ok(());
+        }
+        match self.node(items) {
+            Some(Node::Other) => Err(format!("cannot copy to non-directory: /{}", self.rel)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds an entry for every directory the collected entries go under (and for the
+    /// destination, when it is a directory something went to) that is not an entry already:
+    /// an existing one with its mode and owner, a new one with 0755 and `created_owner`.
+    fn parents(&self, items: &mut Vec<CopyItem>, created_owner: (u64, u64), now: i64) {
+        let mut have: std::collections::HashSet<String> = items
+            .iter()
+            .map(|it| {
+                if self.windows {
+                    it.dest.to_lowercase()
+                } else {
+                    it.dest.clone()
+                }
+            })
+            .collect();
+        let mut wanted: Vec<String> = Vec::new();
+        let dest_is_dir = self.slash
+            || items
+                .iter()
+                .any(|it| it.dest.starts_with(&format!("{}/", self.rel)));
+        if self.used && dest_is_dir && !self.rel.is_empty() {
+            wanted.push(self.rel.clone());
+        }
+        for it in items.iter() {
+            let mut p = it.dest.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                wanted.push(parent.to_string());
+                p = parent;
+            }
+        }
+        for dir in wanted {
+            let key = if self.windows {
+                dir.to_lowercase()
+            } else {
+                dir.clone()
+            };
+            if !have.insert(key) {
+                continue;
+            }
+            let (mode, uid, gid) = match self.view.stat(&dir) {
+                Some(Node::Dir { mode, uid, gid }) => (mode, uid, gid),
+                _ => (0o755, created_owner.0, created_owner.1),
+            };
+            items.push(CopyItem {
+                dest: dir,
+                source: None,
+                inline: None,
+                kind: Kind::Dir,
+                mode,
+                mtime: now,
+                link: String::new(),
+                uid,
+                gid,
+                from_archive: false,
+                exact: true,
+            });
+        }
+    }
 }
 
 /// A `--chmod` value: octal (`755`) or symbolic (`u=rwX,go=rX`, `+x`).
@@ -495,10 +637,6 @@ fn kept_path(parents: bool, source: &str, rel: &str) -> Option<String> {
         None => rel.to_string(),
     };
     Some(kept)
-}
-
-fn name_kw(add: bool) -> &'static str {
-    if add { "ADD" } else { "COPY" }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ use super::paths::{join_clean, rfc3339, windows_path};
 use super::rootfs::RootfsCache;
 use super::settings::{BuildError, BuildOutcome, BuildSettings, NamedContext};
 use super::state::{Ctx, StageState, add_layer};
+use super::user::stage_owner;
+use super::view::Node;
 use crate::dockerfile::check::{Checked, Command};
 use crate::dockerfile::ignore::IgnoreFile;
 use crate::dockerfile::{self, Diagnostic, Dockerfile, Severity};
@@ -23,6 +25,9 @@ use crate::plan::{self, Plan, PlanOptions};
 use crate::progress::{Event, Reporter, Silent};
 use crate::store::{IndexEntry, Store};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The PATH BuildKit gives a Linux stage whose image has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Builds an image and tags it in the store, reporting nothing.
 pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, BuildError> {
@@ -240,19 +245,26 @@ impl Execution<'_> {
                     config: s.config.clone(),
                     layers: s.layers.clone(),
                     cmd_set: false,
+                    view: s.view.clone(),
                 }
             }
-            None if stage.base.eq_ignore_ascii_case("scratch") => StageState {
-                config: ImageConfig {
+            None if stage.base.eq_ignore_ascii_case("scratch") => {
+                let mut config = ImageConfig {
                     architecture: stage.platform.architecture.clone(),
                     os: stage.platform.os.clone(),
                     os_version: stage.platform.os_version.clone(),
                     variant: stage.platform.variant.clone(),
                     ..ImageConfig::default()
-                },
-                layers: Vec::new(),
-                cmd_set: false,
-            },
+                };
+                // BuildKit's empty image works in `/` (Windows too).
+                config.config.working_dir = Some("/".into());
+                StageState {
+                    config,
+                    layers: Vec::new(),
+                    cmd_set: false,
+                    view: None,
+                }
+            }
             None => {
                 let base_ref = match settings.contexts.get(&stage.base) {
                     Some(NamedContext::Image(r)) => r.clone(),
@@ -280,6 +292,7 @@ impl Execution<'_> {
                     config,
                     layers,
                     cmd_set: false,
+                    view: None,
                 }
             }
         })
@@ -322,11 +335,16 @@ impl Execution<'_> {
             state.config.os = stage.platform.os.clone();
             state.config.architecture = stage.platform.architecture.clone();
         }
-        if !state.windows() && state.config.config.env.is_none() && stage.base_stage.is_none() {
-            // BuildKit's default PATH for Linux images.
-            state.config.config.env = Some(vec![
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ]);
+        // A Linux stage whose image has no PATH gets BuildKit's default one (Windows leaves
+        // it to the OS).
+        if !state.windows() {
+            let env = state.config.config.env.get_or_insert_with(Vec::new);
+            if !env
+                .iter()
+                .any(|e| e.split_once('=').map_or(e.as_str(), |x| x.0) == "PATH")
+            {
+                env.push(format!("PATH={DEFAULT_PATH}"));
+            }
         }
         // ONBUILD triggers of an image base run first, as if written right after FROM; the
         // new image does not inherit them.
@@ -490,21 +508,40 @@ impl Execution<'_> {
         let layer = wd != "/";
         let mut cached = false;
         if layer {
+            // Directories that exist keep their mode and owner; missing ones are made 0755,
+            // owned by the stage's USER, as BuildKit's mkdir does. A symlink on the way is
+            // followed.
+            let user = state.config.config.user.clone().unwrap_or_default();
+            let created = if windows {
+                (0, 0)
+            } else {
+                stage_owner(ctx.store, &state.layers, &user)?
+            };
+            state.refresh_view(ctx.store)?;
+            let view = state.view().expect("refreshed above");
+            let real = view.resolve(&wd).0;
             let mut dirs = Vec::new();
             let mut acc = String::new();
-            for c in wd.trim_matches('/').split('/') {
+            for c in real.split('/').filter(|c| !c.is_empty()) {
                 acc = if acc.is_empty() {
                     c.to_string()
                 } else {
                     format!("{acc}/{c}")
                 };
-                dirs.push(acc.clone());
+                let (mode, uid, gid) = match view.stat(&acc) {
+                    Some(Node::Dir { mode, uid, gid }) => (mode, uid, gid),
+                    _ => (0o755, created.0, created.1),
+                };
+                dirs.push((acc.clone(), mode, uid, gid));
             }
             let now = self.now;
             cached = add_layer(ctx, state, chain, None, |w, _| {
-                for d in &dirs {
+                for (d, mode, uid, gid) in &dirs {
                     let mut h = Header::new(d, Kind::Dir);
                     h.mtime = now;
+                    h.mode = *mode;
+                    h.uid = *uid;
+                    h.gid = *gid;
                     w.append(h, None, false)?;
                 }
                 Ok(())

@@ -50,17 +50,7 @@ pub(super) fn apply(state: &mut StageState, command: &Command) -> Result<Option<
         Command::Expose(ports) => {
             let mut specs = Vec::new();
             for p in ports {
-                let (port, proto) = match p.split_once('/') {
-                    Some((a, b)) => (a, b.to_lowercase()),
-                    None => (p.as_str(), "tcp".to_string()),
-                };
-                let ok = !port.is_empty() && port.split('-').all(|n| n.parse::<u16>().is_ok());
-                if !ok || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-                    return Err(format!(
-                        "invalid port `{p}`: expected PORT[-PORT][/tcp|udp|sctp]"
-                    ));
-                }
-                specs.push(format!("{port}/{proto}"));
+                specs.extend(expose_ports(p)?);
             }
             let exposed = state
                 .config
@@ -163,6 +153,52 @@ pub(super) fn is_metadata(command: &Command) -> bool {
             | Command::Healthcheck(_)
             | Command::Onbuild(_)
     )
+}
+
+/// The ports one EXPOSE word names, as BuildKit reads `[ip:][hostPort:]port[-port][/proto]`:
+/// `8000-8002/TCP` is `8000/tcp 8001/tcp 8002/tcp`; an IP or host port is accepted (the linter
+/// warns) and left out.
+pub(super) fn expose_ports(raw: &str) -> Result<Vec<String>, String> {
+    let parts: Vec<&str> = raw.split(':').collect();
+    let (ip, host, container) = match parts.len() {
+        1 => ("".to_string(), "", parts[0]),
+        2 => ("".to_string(), parts[0], parts[1]),
+        n => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
+    };
+    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
+    let bad = |why: String| format!("invalid port: {}: {why}", crate::dockerfile::go_quote(raw));
+    if port.is_empty() {
+        return Err(bad("no port specified".into()));
+    }
+    let proto = match proto.to_lowercase().as_str() {
+        "" => "tcp".to_string(),
+        p @ ("tcp" | "udp" | "sctp") => p.to_string(),
+        _ => return Err(bad(format!("invalid proto: {proto}"))),
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("invalid IP address: {ip}"));
+    }
+    let range = |s: &str| -> Option<(u32, u32)> {
+        let number = |n: &str| n.parse::<u32>().ok().filter(|v| *v <= 65535);
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let start = number(a)?;
+        if a == b {
+            return Some((start, start));
+        }
+        let end = number(b)?;
+        (end >= start).then_some((start, end))
+    };
+    let (start, end) = range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+    if !host.is_empty() {
+        let (hs, he) = range(host).ok_or_else(|| format!("invalid hostPort: {host}"))?;
+        if end - start != he - hs && end != start {
+            return Err(format!(
+                "invalid ranges specified for container and host Ports: {port} and {host}"
+            ));
+        }
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 fn go_quote_list(args: &[String]) -> String {
@@ -285,6 +321,25 @@ pub(super) fn trigger_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expose_ranges_protocols_and_host_parts() {
+        let p = |s: &str| expose_ports(s);
+        assert_eq!(
+            p("8000-8002/tcp").unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        assert_eq!(p("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(p("80").unwrap(), ["80/tcp"]);
+        assert_eq!(p("80-80").unwrap(), ["80/tcp"]);
+        assert_eq!(p("127.0.0.1:8080:80").unwrap(), ["80/tcp"]);
+        assert_eq!(p("[::1]:8080:80/udp").unwrap(), ["80/udp"]);
+        assert!(p("90-80").unwrap_err().contains("invalid containerPort"));
+        assert!(p("70000").is_err());
+        assert!(p("80/icmp").unwrap_err().contains("invalid proto: icmp"));
+        assert!(p("/tcp").unwrap_err().contains("no port specified"));
+        assert!(p("1-3:80-81").unwrap_err().contains("invalid ranges"));
+    }
 
     #[test]
     fn go_durations() {

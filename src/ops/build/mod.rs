@@ -14,8 +14,10 @@
 //! - `paths`: Windows paths, lexical joins, RFC 3339 times;
 //! - `cache`: step keys, the stat cache of context files, records of what each key made;
 //! - `state`: the stage being built, the build's shared context, adding a layer;
+//! - `user`: owners by name or number through the stage's passwd and group files;
 //! - `base`: resolving `FROM` images (store, then registry), `oci-layout://` contexts;
-//! - `rootfs`: the file systems `COPY --from` reads;
+//! - `rootfs`: the file systems `COPY --from` reads; `view`: what a stage holds at a path,
+//!   from its layers' headers;
 //! - `metadata`: config-only instructions and their history texts, ONBUILD triggers;
 //! - `context`, `sources`, `copy`: what COPY/ADD collect and the layer they write;
 //! - `executor`: plan, then build the stages the target needs, step by step;
@@ -35,6 +37,8 @@ mod rootfs;
 mod settings;
 mod sources;
 mod state;
+mod user;
+mod view;
 
 pub use base::load_layout_context;
 pub use cache::{CACHE_KEY_VERSION, cache_key};

@@ -74,8 +74,9 @@ pub fn build_platforms(
     platforms: &[Platform],
     reporter: &mut dyn Reporter,
 ) -> Result<MultiOutcome, BuildError> {
+    // Read once: `-f -` is standard input, which a second read would find empty.
+    let src = df_ops::read(settings.file.as_deref(), &settings.context)?;
     if platforms.len() <= 1 {
-        let src = df_ops::read(settings.file.as_deref(), &settings.context)?;
         let mut s = settings.clone();
         s.platform = platforms.first().cloned().or(s.platform);
         let out = build_source(store, &s, &src, reporter)?;
@@ -93,7 +94,6 @@ pub fn build_platforms(
         let mut s = settings.clone();
         s.platform = Some(p.clone());
         s.tags.clear();
-        let src = df_ops::read(settings.file.as_deref(), &settings.context)?;
         images.push(build_source(store, &s, &src, reporter)?);
     }
     let mut manifests = Vec::new();

@@ -5,7 +5,7 @@
 use super::base::resolve_base;
 use super::state::StageState;
 use crate::image::{Descriptor, Platform};
-use crate::store::Store;
+use crate::store::{ScratchDir, Store};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,9 @@ pub struct Rootfs {
     pub(super) path: PathBuf,
     pub(super) windows: bool,
     pub(super) label: String,
-    /// False for a user's directory, which must not be removed.
-    owned: bool,
+    /// The private directory it was assembled in (removed with it); `None` for a user's
+    /// directory, which is used in place and never removed.
+    _scratch: Option<ScratchDir>,
 }
 
 /// Root file systems made during one build, removed when the build ends.
@@ -27,28 +28,18 @@ pub(super) struct RootfsCache {
     images: BTreeMap<String, Rootfs>,
 }
 
-impl Drop for RootfsCache {
-    fn drop(&mut self) {
-        for r in self.stages.values().chain(self.images.values()) {
-            if r.owned {
-                let _ = fs::remove_dir_all(&r.path);
-            }
-        }
-    }
-}
-
 pub(super) fn assemble(
     store: &Store,
     layers: &[Descriptor],
     windows: bool,
     label: String,
 ) -> Result<Rootfs, String> {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "wcbuild-rootfs-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
+    // A private (0700) directory inside the store, never beside the user's files: whatever a
+    // layer names, the parent of the root is ours.
+    let scratch = store
+        .scratch_dir("rootfs")
+        .map_err(|e| format!("{label}: {e}"))?;
+    let path = scratch.path().join("root");
     let opts = crate::layer::ExtractOptions::default();
     for l in layers {
         let blob = store
@@ -62,7 +53,7 @@ pub(super) fn assemble(
         path,
         windows,
         label,
-        owned: true,
+        _scratch: Some(scratch),
     })
 }
 
@@ -73,7 +64,7 @@ impl RootfsCache {
             path: dir.to_path_buf(),
             windows: false,
             label: format!("the build context `{name}` ({})", dir.display()),
-            owned: false,
+            _scratch: None,
         })
     }
 

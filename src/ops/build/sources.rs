@@ -92,17 +92,6 @@ pub(super) fn git_checkout(
     Ok((root, commit))
 }
 
-/// Directories removed when dropped.
-pub(super) struct TempDirs(pub(super) Vec<PathBuf>);
-
-impl Drop for TempDirs {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = fs::remove_dir_all(d);
-        }
-    }
-}
-
 pub(super) enum ArchiveKind {
     /// A tar, plain or compressed with gzip or zstd.
     Tar,

@@ -3,6 +3,7 @@
 
 use super::cache::BuildCache;
 use super::settings::BuildSettings;
+use super::view::StageView;
 use crate::image::{Descriptor, ImageConfig};
 use crate::layer::{Format, LayerOptions, LayerWriter};
 use crate::progress::Reporter;
@@ -14,9 +15,31 @@ pub(super) struct StageState {
     pub(super) layers: Vec<Descriptor>,
     /// CMD was set in this stage (an ENTRYPOINT then keeps it).
     pub(super) cmd_set: bool,
+    /// What the stage's layers hold by path, and how many layers it has applied; made when
+    /// a step first asks.
+    pub(super) view: Option<(StageView, usize)>,
 }
 
 impl StageState {
+    /// Brings the stage's file system view up to date with its layers (made when first
+    /// asked for).
+    pub(super) fn refresh_view(&mut self, store: &Store) -> Result<(), String> {
+        let windows = self.windows();
+        let (view, applied) = self
+            .view
+            .get_or_insert_with(|| (StageView::new(windows), 0));
+        for l in &self.layers[*applied..] {
+            view.push_layer(store, l)?;
+            *applied += 1;
+        }
+        Ok(())
+    }
+
+    /// The view [`Self::refresh_view`] made.
+    pub(super) fn view(&self) -> Option<&StageView> {
+        self.view.as_ref().map(|(v, _)| v)
+    }
+
     pub(super) fn windows(&self) -> bool {
         self.config.os == "windows"
     }
