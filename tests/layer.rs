@@ -54,6 +54,18 @@ fn golden_layer(format: Format) -> Vec<u8> {
     w.finish().unwrap().1
 }
 
+/// Each entry's raw name and PAX records, parsed from the blocks between the offsets the
+/// reader reports.
+fn raw_entries(tar: &[u8]) -> Vec<windows::RawRecords> {
+    let mut r = TarReader::new(tar);
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        let end = r.offset() as usize;
+        out.push(windows::RawRecords::parse(&tar[e.offset as usize..end]).unwrap());
+    }
+    out
+}
+
 fn entries(tar: &[u8]) -> Vec<wcbuild::layer::tar::Entry> {
     let mut r = TarReader::new(tar);
     let mut out = Vec::new();
@@ -71,9 +83,8 @@ fn windows_golden_layer() {
         fs::create_dir_all(golden.parent().unwrap()).unwrap();
         fs::write(&golden, &tar).unwrap();
     }
-    assert_eq!(
-        tar,
-        fs::read(&golden).unwrap(),
+    assert!(
+        tar == fs::read(&golden).unwrap(),
         "Windows layer bytes changed; check, then bless"
     );
     // The fields that matter, one by one, so a wrong golden cannot pass unnoticed.
@@ -93,9 +104,37 @@ fn windows_golden_layer() {
     );
     for e in &es[..6] {
         assert!(e.had_pax, "{} must be a PAX entry", e.header.path);
-        assert!(e.header.pax.contains_key(PAX_RAWSD));
+        // A hard link has no descriptor of its own, as Microsoft's exporter writes it.
+        assert_eq!(
+            e.header.pax.contains_key(PAX_RAWSD),
+            e.header.kind != Kind::Hardlink,
+            "{}",
+            e.header.path
+        );
         assert!(e.header.pax.contains_key(PAX_CREATIONTIME));
     }
+    // Directory names carry no trailing `/`, and every decorated entry has PAX atime and
+    // ctime equal to its mtime (the reader above consumes those, so read the raw blocks).
+    let raw = raw_entries(&tar);
+    assert_eq!(raw.len(), es.len());
+    for (r, e) in raw.iter().zip(&es) {
+        assert_eq!(
+            r.name, e.header.path,
+            "the raw name is the path, no `/` added"
+        );
+        if e.had_pax {
+            let t = e.header.mtime.to_string();
+            assert_eq!(r.pax.get("atime"), Some(&t), "{}", e.header.path);
+            assert_eq!(r.pax.get("ctime"), Some(&t), "{}", e.header.path);
+        } else {
+            assert!(r.pax.is_empty());
+        }
+    }
+    assert_eq!(
+        (es[4].header.mode, es[4].header.size),
+        (0o644, 0),
+        "hard links as the exporter writes them"
+    );
     let attr = |i: usize| es[i].header.pax[PAX_FILEATTR].as_str();
     assert_eq!((attr(0), attr(1), attr(2)), ("16", "16", "16"));
     assert_eq!(attr(3), "32");
