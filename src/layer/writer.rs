@@ -107,6 +107,11 @@ impl<W: Write> LayerWriter<W> {
         })
     }
 
+    /// The format being written.
+    pub fn format(&self) -> Format {
+        self.opts.format
+    }
+
     fn windows(&self) -> bool {
         self.opts.format == Format::Windows
     }
