@@ -622,6 +622,8 @@ pub struct Checker {
     untimed: (u64, Option<(String, u64)>),
     /// Directories named with a trailing `/`: count and the first.
     slashed: (u64, Option<(String, u64)>),
+    /// A `UtilityVM` entry with a descriptor (offset): fine in a base layer only.
+    uvm_with_data: Option<u64>,
 }
 
 impl Default for Checker {
@@ -644,6 +646,7 @@ impl Checker {
             deleted: HashMap::new(),
             untimed: (0, None),
             slashed: (0, None),
+            uvm_with_data: None,
         }
     }
 
@@ -760,6 +763,9 @@ impl Checker {
         if let Some(raw) = raw {
             self.raw_records(e, raw);
         }
+        if path == "UtilityVM" && h.pax.contains_key(PAX_RAWSD) {
+            self.uvm_with_data = Some(e.offset);
+        }
         if !e.had_pax {
             self.violation(
                 e,
@@ -795,8 +801,12 @@ impl Checker {
                 }
             },
         }
+        // Microsoft's exporter writes descriptors for what is under `Files/` (and everything
+        // of a base layer); `Files`, `Hives` and the utility VM of a layer with parents it
+        // reads without security.
+        let needs_sd = !link && path.starts_with("Files/");
         match h.pax.get(PAX_RAWSD) {
-            None if !link && !h.pax.contains_key("MSWINDOWS.sd") => {
+            None if needs_sd && !h.pax.contains_key("MSWINDOWS.sd") => {
                 self.violation(e, format!("missing `{PAX_RAWSD}`"))
             }
             Some(v) if unbase64(v).is_none_or(|b| b.len() < 20 || b[0] != 1) => self.violation(
@@ -923,7 +933,8 @@ impl Checker {
                     message: "a base layer cannot have tombstones (whiteouts)".into(),
                 });
             }
-            if self.seen.iter().any(|p| p.starts_with("UtilityVM/Files/"))
+            if (self.seen.contains("UtilityVM/Files")
+                || self.seen.iter().any(|p| p.starts_with("UtilityVM/Files/")))
                 && !self.seen.contains("UtilityVM/Files/EFI/Microsoft/Boot/BCD")
             {
                 self.report.violations.push(Violation {
@@ -933,6 +944,13 @@ impl Checker {
                 });
             }
         } else {
+            if let Some(offset) = self.uvm_with_data {
+                self.report.violations.push(Violation {
+                    entry: "UtilityVM".into(),
+                    offset,
+                    message: format!("in a layer with parents `UtilityVM` must carry no `{PAX_RAWSD}`: the importer clones the parent's utility VM for it and has no file to write the descriptor to (\"closed\")"),
+                });
+            }
             for (dir, present) in [
                 ("Files", self.dirs.contains("Files")),
                 ("Hives", self.dirs.contains("Hives")),

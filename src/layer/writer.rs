@@ -243,6 +243,7 @@ impl<W: Write> LayerWriter<W> {
             h.mtime = self.clamp(mtime);
             if self.windows() {
                 windows::decorate(&mut h, self.opts.windows_owner.as_deref(), false);
+                self.utility_vm_root(&mut h);
             }
             let style = self.style();
             write_entry_styled(&mut self.tar, &h, style, None)?;
@@ -266,6 +267,20 @@ impl<W: Write> LayerWriter<W> {
             return Ok(true);
         }
         if header.kind == Kind::Hardlink {
+            let target = header.link.strip_prefix("Files/").unwrap_or(&header.link);
+            if target.is_empty()
+                || target
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "`{given}`: the hard link target `{}` is not a relative path inside the layer",
+                        header.link
+                    ),
+                ));
+            }
             if let Some(p) = windows::path_problem(&header.link) {
                 return Err(refuse(p).into());
             }
@@ -378,8 +393,18 @@ impl<W: Write> LayerWriter<W> {
         self.parents(&given, &header.path, header.mtime)?;
         if windows {
             windows::decorate(&mut header, self.opts.windows_owner.as_deref(), false);
+            self.utility_vm_root(&mut header);
         }
         self.write(header, content)
+    }
+
+    /// In a layer with parents the importer clones the parent's utility VM for the
+    /// `UtilityVM` entry and has no file to write a descriptor to: write it without one, as
+    /// the exporter does (it reads paths outside `Files` without security).
+    fn utility_vm_root(&self, h: &mut Header) {
+        if !self.opts.windows_base && h.path == "UtilityVM" {
+            h.pax.remove(windows::PAX_RAWSD);
+        }
     }
 
     /// Appends a whiteout that deletes `path` (in the parent layers).
