@@ -333,7 +333,7 @@ mod model {
     /// Go's `base64.StdEncoding.DecodeString`: padding required, `\r` and `\n` skipped.
     pub fn std_base64(s: &str) -> Result<Vec<u8>, String> {
         let clean: Vec<u8> = s.bytes().filter(|&b| b != b'\r' && b != b'\n').collect();
-        if clean.len() % 4 != 0 {
+        if !clean.len().is_multiple_of(4) {
             return Err("illegal base64 data at input byte".into());
         }
         let val = |c: u8| -> Option<u32> {
@@ -1074,10 +1074,10 @@ mod model {
             // something Windows documents, so the model refuses it.
             let mut dest = std::mem::take(&mut self.dest);
             for n in self.transport.nodes.values() {
-                if let Some(dir) = n.path.strip_suffix(".$wcidirs$") {
-                    if self.transport.get(dir).is_some_and(|d| d.dir) {
-                        continue;
-                    }
+                if let Some(dir) = n.path.strip_suffix(".$wcidirs$")
+                    && self.transport.get(dir).is_some_and(|d| d.dir)
+                {
+                    continue;
                 }
                 let top = n.path.split('\\').next().unwrap();
                 if top != "Files" && top != "Hives" {
@@ -1947,13 +1947,16 @@ fn a_packed_tree_with_hard_links_imports_them_as_links() {
 
 // ==================================================================== names
 
+/// What a refused name's problem must be.
+type Expect = fn(&NameProblem) -> bool;
+
 /// Names Windows cannot hold: the importer fails (or makes something else), LayerWriter refuses
 /// them with a WindowsNameError, and the checker reports them.
 #[test]
 fn names_windows_cannot_hold_are_refused_everywhere() {
     let base = model::import(&tiny_base(HeaderStyle::WINDOWS, false), &[]).unwrap();
     let long = "n".repeat(256);
-    let cases: [(&str, fn(&NameProblem) -> bool); 11] = [
+    let cases: [(&str, Expect); 11] = [
         ("a:b.txt", |p| *p == NameProblem::Character(':')),
         ("what?.txt", |p| *p == NameProblem::Character('?')),
         ("less<", |p| *p == NameProblem::Character('<')),

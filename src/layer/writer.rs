@@ -313,7 +313,7 @@ impl<W: Write> LayerWriter<W> {
         if path.is_empty()
             || path
                 .split('/')
-                .any(|c| c == ".." || c == "." || c.is_empty())
+                .any(|c| c == ".." || c == "." || (c.is_empty() && self.windows()))
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -377,7 +377,7 @@ impl<W: Write> LayerWriter<W> {
         if path.is_empty()
             || path
                 .split('/')
-                .any(|c| c == ".." || c == "." || c.is_empty())
+                .any(|c| c == ".." || c == "." || (c.is_empty() && self.windows()))
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -415,7 +415,7 @@ impl<W: Write> LayerWriter<W> {
         if path.is_empty()
             || path
                 .split('/')
-                .any(|c| c == ".." || c == "." || c.is_empty())
+                .any(|c| c == ".." || c == "." || (c.is_empty() && self.windows()))
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
