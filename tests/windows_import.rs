@@ -2423,7 +2423,13 @@ fn reparse_points_and_descriptors_are_read_from_their_records() {
     let mut ads = Header::new("Files/f:Zone.Identifier", Kind::File);
     ads.size = 3;
     write_entry_styled(&mut t, &ads, HeaderStyle::WINDOWS, Some(&mut &b"ads"[..])).unwrap();
-    let l = model::import(&finish(t), &[&base]).unwrap();
+    let tar = finish(t);
+    assert!(
+        checker_violations(&tar).is_empty(),
+        "{:?}",
+        checker_violations(&tar)
+    );
+    let l = model::import(&tar, &[&base]).unwrap();
     let o = l.volume.object("Files\\f").unwrap();
     assert_eq!((o.data.as_slice(), o.streams.len()), (&b"main"[..], 1));
     assert!(l.volume.nodes.len() == 3, "Hives, Files, f");

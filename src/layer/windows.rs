@@ -624,6 +624,9 @@ pub struct Checker {
     slashed: (u64, Option<(String, u64)>),
     /// A `UtilityVM` entry with a descriptor (offset): fine in a base layer only.
     uvm_with_data: Option<u64>,
+    /// The last regular file and its alternate data streams so far: `<file>:<stream>`
+    /// entries right after a file are its streams (go-winio reads them so).
+    last_file: Option<String>,
 }
 
 impl Default for Checker {
@@ -647,6 +650,7 @@ impl Checker {
             untimed: (0, None),
             slashed: (0, None),
             uvm_with_data: None,
+            last_file: None,
         }
     }
 
@@ -721,6 +725,22 @@ impl Checker {
             self.whiteouts.push((path.to_string(), e.offset));
             self.seen.insert(path.to_string());
             return;
+        }
+        // An alternate data stream: a regular entry `<file>:<stream>` right after its file.
+        let file = self.last_file.take();
+        if h.kind == Kind::File
+            && let Some(f) = file.filter(|f| {
+                path.strip_prefix(f.as_str())
+                    .and_then(|r| r.strip_prefix(':'))
+                    .is_some_and(|s| !s.is_empty() && !s.contains('/'))
+            })
+        {
+            self.last_file = Some(f);
+            self.seen.insert(path.to_string());
+            return;
+        }
+        if h.kind == Kind::File {
+            self.last_file = Some(path.to_string());
         }
         match top {
             "Files" => self.has_files = true,
@@ -886,8 +906,10 @@ impl Checker {
     fn raw_records(&mut self, e: &Entry, raw: &RawRecords) {
         let path = e.header.path.as_str();
         if e.header.kind == Kind::Dir && raw.name.ends_with('/') {
-            if path == "UtilityVM" || path == "UtilityVM/Files" {
-                self.violation(e, format!("the directory is named `{}`: the importer compares the raw name with `{path}`, so the utility VM is not recognised (a base layer's is never processed; a layer with parents fails with \"missing UtilityVM directory\")", raw.name));
+            if path == "UtilityVM" {
+                self.violation(e, format!("the directory is named `{}`: the importer of a layer with parents compares the raw name with `UtilityVM`, so it does not clone the parent's utility VM and the layer fails with \"missing UtilityVM directory\"", raw.name));
+            } else if path == "UtilityVM/Files" {
+                self.violation(e, format!("the directory is named `{}`: the base layer importer compares the raw name with `UtilityVM/Files`, so the utility VM is not recognised and never processed", raw.name));
             } else {
                 self.slashed.0 += 1;
                 self.slashed.1.get_or_insert((path.to_string(), e.offset));
