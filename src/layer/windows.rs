@@ -1043,6 +1043,63 @@ mod tests {
     }
 
     #[test]
+    fn names_ntfs_refuses_and_names_win32_cannot_open() {
+        assert_eq!(component_problem("a:b"), Some(NameProblem::Character(':')));
+        assert_eq!(
+            component_problem("x\u{7}"),
+            Some(NameProblem::Control('\u{7}'))
+        );
+        assert_eq!(component_problem(".wh.x"), Some(NameProblem::Whiteout));
+        assert_eq!(
+            component_problem("d.$WcIdIrS$"),
+            Some(NameProblem::TransportSuffix)
+        );
+        assert_eq!(
+            component_problem(&"é".repeat(255)),
+            None,
+            "255 units, 510 bytes"
+        );
+        assert!(matches!(
+            component_problem(&"é".repeat(256)),
+            Some(NameProblem::TooLong { units: 256, .. })
+        ));
+        assert_eq!(
+            path_problem("ok/also ok/what?"),
+            Some(NameProblem::Character('?'))
+        );
+        for (name, warn) in [
+            ("file.", true),
+            ("file ", true),
+            ("CON", true),
+            ("con.txt", true),
+            ("Lpt9", true),
+            ("COM10", false),
+            ("CONSOLE", false),
+            ("file.txt", false),
+        ] {
+            assert_eq!(component_warning(name).is_some(), warn, "{name}");
+        }
+        assert_eq!(fold_case("ReadMe.txt"), "README.TXT");
+        assert_eq!(fold_case("ǆ"), "Ǆ");
+        assert_eq!(fold_case("ß"), "ß");
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_bytes() {
+        let mut r = Ring {
+            buf: vec![0; 8],
+            total: 0,
+        };
+        r.push(b"abcdef");
+        r.push(b"ghij");
+        assert_eq!(r.range(4, 10).as_deref(), Some(&b"efghij"[..]));
+        assert_eq!(r.range(1, 10), None, "more than the ring holds");
+        r.push(&[b'z'; 20]);
+        assert_eq!(r.total, 30);
+        assert_eq!(r.range(22, 30).as_deref(), Some(&[b'z'; 8][..]));
+    }
+
+    #[test]
     fn link_targets() {
         assert_eq!(windows_link_target("../lib/x.dll"), "..\\lib\\x.dll");
         assert_eq!(windows_link_target("/app/bin"), "C:\\app\\bin");
