@@ -54,6 +54,18 @@ fn golden_layer(format: Format) -> Vec<u8> {
     w.finish().unwrap().1
 }
 
+/// Each entry's raw name and PAX records, parsed from the blocks between the offsets the
+/// reader reports.
+fn raw_entries(tar: &[u8]) -> Vec<windows::RawRecords> {
+    let mut r = TarReader::new(tar);
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        let end = r.offset() as usize;
+        out.push(windows::RawRecords::parse(&tar[e.offset as usize..end]).unwrap());
+    }
+    out
+}
+
 fn entries(tar: &[u8]) -> Vec<wcbuild::layer::tar::Entry> {
     let mut r = TarReader::new(tar);
     let mut out = Vec::new();
@@ -71,9 +83,8 @@ fn windows_golden_layer() {
         fs::create_dir_all(golden.parent().unwrap()).unwrap();
         fs::write(&golden, &tar).unwrap();
     }
-    assert_eq!(
-        tar,
-        fs::read(&golden).unwrap(),
+    assert!(
+        tar == fs::read(&golden).unwrap(),
         "Windows layer bytes changed; check, then bless"
     );
     // The fields that matter, one by one, so a wrong golden cannot pass unnoticed.
@@ -93,9 +104,37 @@ fn windows_golden_layer() {
     );
     for e in &es[..6] {
         assert!(e.had_pax, "{} must be a PAX entry", e.header.path);
-        assert!(e.header.pax.contains_key(PAX_RAWSD));
+        // A hard link has no descriptor of its own, as Microsoft's exporter writes it.
+        assert_eq!(
+            e.header.pax.contains_key(PAX_RAWSD),
+            e.header.kind != Kind::Hardlink,
+            "{}",
+            e.header.path
+        );
         assert!(e.header.pax.contains_key(PAX_CREATIONTIME));
     }
+    // Directory names carry no trailing `/`, and every decorated entry has PAX atime and
+    // ctime equal to its mtime (the reader above consumes those, so read the raw blocks).
+    let raw = raw_entries(&tar);
+    assert_eq!(raw.len(), es.len());
+    for (r, e) in raw.iter().zip(&es) {
+        assert_eq!(
+            r.name, e.header.path,
+            "the raw name is the path, no `/` added"
+        );
+        if e.had_pax {
+            let t = e.header.mtime.to_string();
+            assert_eq!(r.pax.get("atime"), Some(&t), "{}", e.header.path);
+            assert_eq!(r.pax.get("ctime"), Some(&t), "{}", e.header.path);
+        } else {
+            assert!(r.pax.is_empty());
+        }
+    }
+    assert_eq!(
+        (es[4].header.mode, es[4].header.size),
+        (0o644, 0),
+        "hard links as the exporter writes them"
+    );
     let attr = |i: usize| es[i].header.pax[PAX_FILEATTR].as_str();
     assert_eq!((attr(0), attr(1), attr(2)), ("16", "16", "16"));
     assert_eq!(attr(3), "32");
@@ -618,4 +657,91 @@ fn applying_layers_stacks_them_with_whiteouts() {
     // A whiteout cannot reach outside the tree.
     let evil = raw_tar(&[(file("../.wh.outside"), b"")]);
     assert!(wcbuild::layer::apply(std::io::Cursor::new(evil), &root, &o).is_err());
+}
+
+#[test]
+fn directory_names_end_in_a_slash_in_linux_layers_only() {
+    for (format, names) in [
+        (Format::Linux, vec!["app/", "app/x"]),
+        (
+            Format::Windows,
+            vec!["Hives", "Files", "Files/app", "Files/app/x"],
+        ),
+    ] {
+        let mut w = LayerWriter::new(Vec::new(), opts(format, Compression::None)).unwrap();
+        w.append(Header::new("app", Kind::Dir), None, false)
+            .unwrap();
+        let mut f = Header::new("app/x", Kind::File);
+        f.size = 1;
+        w.append(f, Some(&mut &b"x"[..]), false).unwrap();
+        let tar = w.finish().unwrap().1;
+        let raw: Vec<String> = raw_entries(&tar).into_iter().map(|r| r.name).collect();
+        assert_eq!(raw, names, "{format:?}");
+    }
+}
+
+#[test]
+fn hard_links_are_recognised_by_device_and_inode() {
+    let dir = tempdir("hardlinks");
+    fs::write(dir.join("a"), "data").unwrap();
+    fs::hard_link(dir.join("a"), dir.join("b")).unwrap();
+    fs::hard_link(dir.join("a"), dir.join("c")).unwrap();
+    fs::write(dir.join("single"), "one name").unwrap();
+    std::os::unix::fs::symlink("a", dir.join("sym")).unwrap();
+    let meta = |n: &str| fs::symlink_metadata(dir.join(n)).unwrap();
+    let mut links = wcbuild::layer::pack::HardLinks::new();
+    assert!(links.is_empty());
+    assert_eq!(links.observe(&meta("b"), "x/b"), None, "first name seen");
+    assert_eq!(links.observe(&meta("a"), "x/a").as_deref(), Some("x/b"));
+    assert_eq!(links.observe(&meta("c"), "y/c").as_deref(), Some("x/b"));
+    assert_eq!(links.observe(&meta("single"), "single"), None);
+    assert_eq!(
+        links.observe(&meta("single"), "again"),
+        None,
+        "one link: never a link"
+    );
+    assert_eq!(
+        links.observe(&meta("sym"), "sym"),
+        None,
+        "symlinks are not files"
+    );
+    assert_eq!(
+        links.observe(&fs::symlink_metadata(&dir).unwrap(), "dir"),
+        None
+    );
+    assert_eq!(links.len(), 1);
+}
+
+#[test]
+fn windows_layer_errors_name_the_path_as_given() {
+    let mut w = LayerWriter::new(Vec::new(), opts(Format::Windows, Compression::None)).unwrap();
+    let mut f = Header::new("site/a:b.txt", Kind::File);
+    f.size = 1;
+    let e = w.append(f, Some(&mut &b"x"[..]), false).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!(
+        e.to_string(),
+        "`site/a:b.txt` cannot go into a Windows layer: NTFS does not allow `:` in a name"
+    );
+    let typed = e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<windows::WindowsNameError>())
+        .unwrap();
+    assert_eq!(typed.problem, windows::NameProblem::Character(':'));
+    // The same names are fine in a Linux layer.
+    let mut w = LayerWriter::new(Vec::new(), opts(Format::Linux, Compression::None)).unwrap();
+    for p in ["site/a:b.txt", "README", "readme"] {
+        let mut f = Header::new(p, Kind::File);
+        f.size = 1;
+        w.append(f, Some(&mut &b"x"[..]), false).unwrap();
+    }
+    // A hard link header's size never reaches the tar: the stream stays readable.
+    let mut l = Header::new("link", Kind::Hardlink);
+    l.link = "README".into();
+    l.size = 4096;
+    w.append(l, None, false).unwrap();
+    let tar = w.finish().unwrap().1;
+    let es = entries(&tar);
+    assert_eq!(es.len(), 5);
+    assert_eq!((es[4].header.kind, es[4].header.size), (Kind::Hardlink, 0));
 }

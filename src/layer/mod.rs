@@ -23,16 +23,11 @@ pub use writer::{Format, LayerDigests, LayerOptions, LayerWriter};
 
 use std::io::Read;
 
-/// Reads a layer blob (any compression) and checks it against the Windows layer rules.
+/// Reads a layer blob (any compression) and checks it against the Windows layer rules (raw
+/// names and time records included; see [`windows::check_blob`]).
 pub fn check_windows_layer(
     blob: impl Read + 'static,
     limits: ReadLimits,
 ) -> Result<windows::CheckReport, tar::TarError> {
-    let mut tar = reader::tar_reader(blob, limits)?;
-    let mut checker = windows::Checker::new();
-    while let Some(e) = tar.next_entry()? {
-        checker.entry(&e);
-    }
-    tar.drain()?;
-    Ok(checker.finish())
+    windows::check_blob(blob, limits)
 }

@@ -1,5 +1,6 @@
 //! Packing a directory tree into a layer: a sorted walk (so the same tree always gives the
-//! same bytes), hard links detected by device and inode, file contents streamed.
+//! same bytes), hard links detected by device and inode ([`HardLinks`], which callers that
+//! collect files themselves use too), file contents streamed.
 
 use super::tar::{Header, Kind};
 use super::writer::LayerWriter;
@@ -17,8 +18,61 @@ fn mtime_of(m: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
-/// Mode, uid, gid, (device, inode) for hard-link detection, and device numbers.
-type UnixBits = (u32, u64, u64, Option<(u64, u64)>, (u32, u32));
+/// Mode, uid, gid, and device numbers.
+type UnixBits = (u32, u64, u64, (u32, u32));
+
+/// Recognises the names of one file: feed it every regular file in the order the entries are
+/// written into the layer, and it says when a file is another name of one seen before, so
+/// the entry can be a hard link to the earlier path instead of a second copy (the importer of
+/// Windows layers makes links with `AddLink`; Linux layers keep them too).
+///
+/// Keyed by (device, inode) for files with more than one link, on Unix; on other hosts it
+/// never finds links.
+#[derive(Debug, Default)]
+pub struct HardLinks {
+    first: HashMap<(u64, u64), String>,
+}
+
+impl HardLinks {
+    /// An empty tracker.
+    pub fn new() -> Self {
+        HardLinks::default()
+    }
+
+    /// Looks at the file `path` (as it will be named in the layer) with its metadata (from
+    /// `symlink_metadata`). Returns the earlier path when this is another name of a file
+    /// already seen; `None` the first time (the path is remembered) and for anything that
+    /// is not a regular file with several links.
+    pub fn observe(&mut self, meta: &fs::Metadata, path: &str) -> Option<String> {
+        let id = file_id(meta)?;
+        if let Some(first) = self.first.get(&id) {
+            return Some(first.clone());
+        }
+        self.first.insert(id, path.to_string());
+        None
+    }
+
+    /// The number of files with several names seen so far.
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    /// True when no file with several names was seen.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+}
+
+#[cfg(unix)]
+fn file_id(m: &fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    (m.file_type().is_file() && m.nlink() > 1).then(|| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_m: &fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
 
 #[cfg(unix)]
 fn unix_bits(m: &fs::Metadata) -> UnixBits {
@@ -28,7 +82,6 @@ fn unix_bits(m: &fs::Metadata) -> UnixBits {
         m.mode(),
         m.uid() as u64,
         m.gid() as u64,
-        Some((m.dev(), m.ino())),
         (libc::major(rdev), libc::minor(rdev)),
     )
 }
@@ -36,7 +89,7 @@ fn unix_bits(m: &fs::Metadata) -> UnixBits {
 #[cfg(not(unix))]
 fn unix_bits(m: &fs::Metadata) -> UnixBits {
     let mode = if m.is_dir() { 0o755 } else { 0o644 };
-    (mode, 0, 0, None, (0, 0))
+    (mode, 0, 0, (0, 0))
 }
 
 /// Adds every entry under `root` to the layer, sorted by name at each level. Owners are
@@ -46,7 +99,7 @@ pub fn pack_dir<W: Write>(
     writer: &mut LayerWriter<W>,
     keep_owners: bool,
 ) -> io::Result<u64> {
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    let mut links = HardLinks::new();
     let mut count = 0;
     walk(root, "", writer, keep_owners, &mut links, &mut count)?;
     Ok(count)
@@ -57,7 +110,7 @@ fn walk<W: Write>(
     rel: &str,
     writer: &mut LayerWriter<W>,
     keep_owners: bool,
-    links: &mut HashMap<(u64, u64), String>,
+    links: &mut HardLinks,
     count: &mut u64,
 ) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(dir)
@@ -74,7 +127,7 @@ fn walk<W: Write>(
             format!("{rel}/{name}")
         };
         let m = fs::symlink_metadata(&path)?;
-        let (mode, uid, gid, id, dev) = unix_bits(&m);
+        let (mode, uid, gid, dev) = unix_bits(&m);
         let ft = m.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -107,14 +160,11 @@ fn walk<W: Write>(
                 writer.append(h, None, dir_link)?;
             }
             Kind::File => {
-                if let Some(id) = id.filter(|_| link_count(&m) > 1) {
-                    if let Some(first) = links.get(&id) {
-                        h.kind = Kind::Hardlink;
-                        h.link = first.clone();
-                        writer.append(h, None, false)?;
-                        continue;
-                    }
-                    links.insert(id, entry_rel.clone());
+                if let Some(first) = links.observe(&m, &entry_rel) {
+                    h.kind = Kind::Hardlink;
+                    h.link = first;
+                    writer.append(h, None, false)?;
+                    continue;
                 }
                 h.size = m.len();
                 let mut f = fs::File::open(&path)?;
@@ -127,17 +177,6 @@ fn walk<W: Write>(
         }
     }
     Ok(())
-}
-
-#[cfg(unix)]
-fn link_count(m: &fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    m.nlink()
-}
-
-#[cfg(not(unix))]
-fn link_count(_m: &fs::Metadata) -> u64 {
-    1
 }
 
 #[cfg(unix)]

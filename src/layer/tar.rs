@@ -132,13 +132,54 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How headers are written: the two layer formats name directories differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderStyle {
+    /// Write a PAX extended header for every entry, even when ustar could hold it.
+    pub always_pax: bool,
+    /// End directory names with `/` (as BuildKit and GNU tar write Linux layers). Windows
+    /// layers have none: Microsoft's exporter writes `UtilityVM/Files`, and the importer
+    /// compares the raw name with that.
+    pub dir_slash: bool,
+}
+
+impl HeaderStyle {
+    /// Linux layers: ustar unless PAX is needed, directories with a trailing `/`.
+    pub const LINUX: HeaderStyle = HeaderStyle {
+        always_pax: false,
+        dir_slash: true,
+    };
+    /// Windows layers: PAX always, directories without a trailing `/`.
+    pub const WINDOWS: HeaderStyle = HeaderStyle {
+        always_pax: true,
+        dir_slash: false,
+    };
+}
+
 /// Encodes one header (with a PAX extended header before it when needed, or when
-/// `always_pax`) into `out`. Content and padding are the caller's.
+/// `always_pax`) into `out`, directories named with a trailing `/`. Content and padding are
+/// the caller's.
 pub fn encode_header(h: &Header, always_pax: bool, out: &mut Vec<u8>) {
+    encode_header_styled(
+        h,
+        HeaderStyle {
+            always_pax,
+            dir_slash: true,
+        },
+        out,
+    )
+}
+
+/// Encodes one header in the given style (see [`encode_header`]).
+pub fn encode_header_styled(h: &Header, style: HeaderStyle, out: &mut Vec<u8>) {
+    let always_pax = style.always_pax;
     let mut records: BTreeMap<String, String> = h.pax.clone();
     let mut block = [0u8; BLOCK];
-    let name = if h.kind == Kind::Dir && !h.path.ends_with('/') {
-        format!("{}/", h.path)
+    let trimmed = h.path.trim_end_matches('/');
+    let name = if h.kind == Kind::Dir && style.dir_slash {
+        format!("{trimmed}/")
+    } else if h.kind == Kind::Dir && !trimmed.is_empty() {
+        trimmed.to_string()
     } else {
         h.path.clone()
     };
@@ -621,15 +662,34 @@ impl<R: Read> Read for Content<'_, R> {
     }
 }
 
-/// Writes raw tar bytes (headers then content) to a sink; used by the layer writer.
+/// Writes raw tar bytes (headers then content) to a sink, directories named with a trailing
+/// `/`.
 pub fn write_entry(
     out: &mut impl Write,
     h: &Header,
     always_pax: bool,
     content: Option<&mut dyn Read>,
 ) -> io::Result<u64> {
+    write_entry_styled(
+        out,
+        h,
+        HeaderStyle {
+            always_pax,
+            dir_slash: true,
+        },
+        content,
+    )
+}
+
+/// Writes raw tar bytes (headers then content) in the given style; used by the layer writer.
+pub fn write_entry_styled(
+    out: &mut impl Write,
+    h: &Header,
+    style: HeaderStyle,
+    content: Option<&mut dyn Read>,
+) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(BLOCK * 4);
-    encode_header(h, always_pax, &mut buf);
+    encode_header_styled(h, style, &mut buf);
     out.write_all(&buf)?;
     let mut written = buf.len() as u64;
     if h.kind == Kind::File && h.size > 0 {

@@ -1,11 +1,16 @@
 //! The Windows layer format (portable code, tested on Linux): the `Files/` and `Hives/` layout,
 //! the PAX records Windows reads (`MSWINDOWS.fileattr`, `MSWINDOWS.rawsd`,
-//! `LIBARCHIVE.creationtime`), security descriptors, and a checker that validates a layer
-//! against the rules Windows' importer enforces (docs: windows-images.md §1).
+//! `LIBARCHIVE.creationtime`, `atime`, `ctime`), security descriptors, the names NTFS and
+//! Windows' importer cannot hold, and a checker that validates a layer against the rules
+//! Windows' importer enforces (docs: windows-images.md §1).
 
-use super::tar::{Entry, Header, Kind};
-use std::collections::BTreeSet;
+use super::reader::ReadLimits;
+use super::tar::{BLOCK, Entry, Header, Kind, TarError, TarReader, parse_pax};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::io::{self, Read};
+use std::rc::Rc;
 
 /// `FILE_ATTRIBUTE_DIRECTORY`.
 pub const ATTR_DIRECTORY: u32 = 0x10;
@@ -22,6 +27,10 @@ pub const PAX_RAWSD: &str = "MSWINDOWS.rawsd";
 pub const PAX_CREATIONTIME: &str = "LIBARCHIVE.creationtime";
 /// PAX record: the symlink is a directory junction.
 pub const PAX_MOUNTPOINT: &str = "MSWINDOWS.mountpoint";
+/// PAX record: access time (the importer's LastAccessTime; zero time when absent).
+pub const PAX_ATIME: &str = "atime";
+/// PAX record: change time (the importer's ChangeTime; zero time when absent).
+pub const PAX_CTIME: &str = "ctime";
 
 /// The descriptor BuildKit gives directories in Windows layers built on Linux:
 /// `O:BAG:SYD:(A;OICI;FA;;;BA)(A;OICI;FA;;;SY)(A;;FA;;;BA)(A;OICIIO;GA;;;CO)(A;OICI;0x1200a9;;;BU)(A;CI;LC;;;BU)(A;CI;DC;;;BU)`.
@@ -178,7 +187,11 @@ pub fn windows_link_target(target: &str) -> String {
     }
 }
 
-/// Sets the Windows records on a header being written under `Files/`.
+/// Sets the Windows records on a header being written under `Files/`, as Microsoft's exporter
+/// writes them (go-winio `BasicInfoHeader`): `MSWINDOWS.fileattr`, `LIBARCHIVE.creationtime`,
+/// PAX `atime` and `ctime` (all the entry's mtime, so the output stays deterministic), and a
+/// security descriptor. A hard link is written as the exporter writes one: mode 0644, size 0,
+/// no descriptor of its own (NTFS keeps one per file, shared by every name).
 pub fn decorate(h: &mut Header, owner: Option<&str>, dir_link: bool) {
     let (attr, mode) = match h.kind {
         Kind::Dir => (ATTR_DIRECTORY, 0o40755),
@@ -186,12 +199,24 @@ pub fn decorate(h: &mut Header, owner: Option<&str>, dir_link: bool) {
             ATTR_REPARSE_POINT | if dir_link { ATTR_DIRECTORY } else { 0 },
             0o120777,
         ),
+        Kind::Hardlink => (ATTR_ARCHIVE, 0o644),
         _ => (ATTR_ARCHIVE, 0o100644 | (h.mode & 0o111)),
     };
     h.mode = mode;
     h.uid = 0;
     h.gid = 0;
+    if h.kind != Kind::File {
+        h.size = 0;
+    }
     h.pax.insert(PAX_FILEATTR.into(), attr.to_string());
+    let time = format_creation_time(h.mtime, 0);
+    h.pax.insert(PAX_CREATIONTIME.into(), time.clone());
+    h.pax.insert(PAX_ATIME.into(), time.clone());
+    h.pax.insert(PAX_CTIME.into(), time);
+    if h.kind == Kind::Hardlink {
+        h.pax.remove(PAX_RAWSD);
+        return;
+    }
     let is_dir = h.kind == Kind::Dir || dir_link;
     let sd = owner
         .and_then(|o| descriptor_with_owner(o, is_dir))
@@ -204,8 +229,180 @@ pub fn decorate(h: &mut Header, owner: Option<&str>, dir_link: bool) {
             .to_string()
         });
     h.pax.insert(PAX_RAWSD.into(), sd);
-    h.pax
-        .insert(PAX_CREATIONTIME.into(), format_creation_time(h.mtime, 0));
+}
+
+/// NTFS's longest name component, in UTF-16 code units.
+pub const MAX_COMPONENT_UNITS: usize = 255;
+
+/// Why a path cannot go into a Windows layer: NTFS (under the importer's `NtCreateFile`
+/// calls) refuses it, or the importer reads it as something else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameProblem {
+    /// A character NTFS does not allow in a name (`< > : " | ? *`, or `\`, which Windows
+    /// reads as a separator). The importer refuses `:` itself (it means an alternate data
+    /// stream there).
+    Character(char),
+    /// A control character (U+0001 to U+001F).
+    Control(char),
+    /// A component longer than NTFS's 255 UTF-16 units.
+    TooLong {
+        /// The component.
+        component: String,
+        /// Its length in UTF-16 units.
+        units: usize,
+    },
+    /// A name starting with `.wh.`: the importer reads it as a deletion.
+    Whiteout,
+    /// A name ending in `.$wcidirs$`: the importer keeps its own directory records under such
+    /// names, so the entry collides with the directory's record or is dropped on export.
+    TransportSuffix,
+    /// Another entry of the layer has the same name in another case (NTFS compares names
+    /// case-insensitively; the second create fails).
+    Case {
+        /// The tar path written first.
+        other: String,
+    },
+    /// The layer already has an entry of this name (the second create fails).
+    Duplicate,
+    /// A parent directory of the path is a file in this layer.
+    ParentNotDirectory {
+        /// The parent, as a tar path.
+        parent: String,
+    },
+    /// A whiteout and an entry for the same path in one layer: the importer deletes the
+    /// entry again after importing it.
+    DeletedInSameLayer,
+    /// A hard link to a directory (NTFS links files only).
+    LinkToDirectory {
+        /// The target, as a tar path.
+        target: String,
+    },
+}
+
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameProblem::Character(c) => write!(f, "NTFS does not allow `{c}` in a name"),
+            NameProblem::Control(c) => write!(
+                f,
+                "NTFS does not allow control characters in a name (U+{:04X})",
+                *c as u32
+            ),
+            NameProblem::TooLong { component, units } => write!(
+                f,
+                "`{component}` is {units} UTF-16 units long; NTFS allows {MAX_COMPONENT_UNITS}"
+            ),
+            NameProblem::Whiteout => write!(
+                f,
+                "a name starting with `.wh.` is read as a deletion by the importer"
+            ),
+            NameProblem::TransportSuffix => write!(
+                f,
+                "a name ending in `.$wcidirs$` collides with the importer's directory records"
+            ),
+            NameProblem::Case { other } => write!(
+                f,
+                "it differs only in case from `{other}`, and NTFS compares names case-insensitively"
+            ),
+            NameProblem::Duplicate => write!(f, "the layer already has an entry of that name"),
+            NameProblem::ParentNotDirectory { parent } => {
+                write!(f, "its parent `{parent}` is a file in this layer")
+            }
+            NameProblem::DeletedInSameLayer => write!(
+                f,
+                "the same layer has a whiteout for it, and the importer applies whiteouts after the entries"
+            ),
+            NameProblem::LinkToDirectory { target } => write!(
+                f,
+                "it is a hard link to the directory `{target}`; NTFS links files only"
+            ),
+        }
+    }
+}
+
+/// A path refused for a Windows layer. The writer returns it inside an `io::Error` of kind
+/// `InvalidInput` (`err.get_ref()` and `downcast_ref::<WindowsNameError>()` find it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{path}` cannot go into a Windows layer: {problem}")]
+pub struct WindowsNameError {
+    /// The path as the caller gave it.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: NameProblem,
+}
+
+impl From<WindowsNameError> for io::Error {
+    fn from(e: WindowsNameError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, e)
+    }
+}
+
+/// What is wrong with one name component for NTFS and the importer, if anything.
+pub fn component_problem(name: &str) -> Option<NameProblem> {
+    for c in name.chars() {
+        match c {
+            '<' | '>' | ':' | '"' | '|' | '?' | '*' | '\\' => {
+                return Some(NameProblem::Character(c));
+            }
+            '\u{1}'..='\u{1f}' => return Some(NameProblem::Control(c)),
+            _ => {}
+        }
+    }
+    let units = name.encode_utf16().count();
+    if units > MAX_COMPONENT_UNITS {
+        return Some(NameProblem::TooLong {
+            component: name.to_string(),
+            units,
+        });
+    }
+    if name.starts_with(".wh.") {
+        return Some(NameProblem::Whiteout);
+    }
+    if fold_case(name).ends_with(".$WCIDIRS$") {
+        return Some(NameProblem::TransportSuffix);
+    }
+    None
+}
+
+/// The first problem of any `/`-separated component of `path`.
+pub fn path_problem(path: &str) -> Option<NameProblem> {
+    path.split('/').find_map(component_problem)
+}
+
+/// Names NTFS holds but Windows programs cannot open by name: a trailing dot or space (Win32
+/// strips them from paths), and the device names (`CON`, `NUL`, `COM1`…, with or without an
+/// extension). The importer creates them (it calls `NtCreateFile`, below the Win32 rules).
+pub fn component_warning(name: &str) -> Option<&'static str> {
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Some("Windows programs cannot open a name ending in a dot or a space");
+    }
+    let stem = name.split('.').next().unwrap_or("").trim_end_matches(' ');
+    let upper = stem.to_ascii_uppercase();
+    let device = matches!(
+        upper.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) || ((upper.starts_with("COM") || upper.starts_with("LPT"))
+        && upper.len() == 4
+        && upper.as_bytes()[3].is_ascii_digit());
+    device.then_some("Windows programs open a device, not this file, under a device name")
+}
+
+/// A name as NTFS compares names: each UTF-16 unit upper-cased on its own (the volume's
+/// `$UpCase` table maps single units; characters whose upper case is longer stay as they are).
+pub fn fold_case(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if (c as u32) < 0x10000 {
+                let mut up = c.to_uppercase();
+                if let (Some(u), None) = (up.next(), up.next())
+                    && (u as u32) < 0x10000
+                {
+                    return u;
+                }
+            }
+            c
+        })
+        .collect()
 }
 
 /// One rule a Windows layer breaks.
@@ -229,7 +426,8 @@ pub struct CheckReport {
     /// Everything wrong, in tar order.
     pub violations: Vec<Violation>,
     /// What may be fine but cannot be verified from this layer alone (a hard link to a file
-    /// in a parent layer).
+    /// in a parent layer), or what imports but not as written (times, names Windows programs
+    /// cannot open).
     pub warnings: Vec<Violation>,
 }
 
@@ -259,6 +457,155 @@ impl fmt::Display for CheckReport {
     }
 }
 
+/// One entry as it is in the tar, before the reader normalizes it: the raw name (with a
+/// directory's trailing `/`, if it has one) and every PAX record, `path`, `atime` and `ctime`
+/// included (the reader consumes those).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawRecords {
+    /// The name as stored (PAX `path`, GNU long name, or ustar prefix and name).
+    pub name: String,
+    /// Every PAX record of the entry's extended header.
+    pub pax: BTreeMap<String, String>,
+}
+
+fn raw_octal(field: &[u8]) -> Option<u64> {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    let s = std::str::from_utf8(&field[..end]).ok()?.trim_matches(' ');
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+fn raw_cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+impl RawRecords {
+    /// Parses the header blocks of one entry: extended headers (`x`, `g`, `L`), then the main
+    /// ustar header. `None` when the bytes are not that.
+    pub fn parse(bytes: &[u8]) -> Option<RawRecords> {
+        let mut at = 0usize;
+        let mut pax = BTreeMap::new();
+        let mut gnu_name = None;
+        loop {
+            let block = bytes.get(at..at + BLOCK)?;
+            let flag = block[156];
+            if matches!(flag, b'x' | b'g' | b'L' | b'K') {
+                let size = raw_octal(&block[124..136])? as usize;
+                let data = bytes.get(at + BLOCK..at + BLOCK + size)?;
+                match flag {
+                    b'x' => {
+                        for (k, v) in parse_pax(data).ok()? {
+                            pax.insert(k, String::from_utf8_lossy(&v).into_owned());
+                        }
+                    }
+                    b'L' => gnu_name = Some(raw_cstr(data)),
+                    _ => {}
+                }
+                at += BLOCK + size.div_ceil(BLOCK) * BLOCK;
+                continue;
+            }
+            let name = match (pax.get("path"), gnu_name) {
+                (Some(p), _) => p.clone(),
+                (None, Some(g)) => g,
+                (None, None) => {
+                    let base = raw_cstr(&block[0..100]);
+                    let prefix = if &block[257..263] == b"ustar\0" && &block[263..265] == b"00" {
+                        raw_cstr(&block[345..500])
+                    } else {
+                        String::new()
+                    };
+                    if prefix.is_empty() {
+                        base
+                    } else {
+                        format!("{prefix}/{base}")
+                    }
+                }
+            };
+            return Some(RawRecords { name, pax });
+        }
+    }
+}
+
+/// The last bytes a reader passed on, so the checker can see an entry's raw headers.
+struct Ring {
+    buf: Vec<u8>,
+    total: u64,
+}
+
+impl Ring {
+    fn push(&mut self, mut b: &[u8]) {
+        let cap = self.buf.len();
+        if b.len() > cap {
+            self.total += (b.len() - cap) as u64;
+            b = &b[b.len() - cap..];
+        }
+        let mut at = (self.total % cap as u64) as usize;
+        self.total += b.len() as u64;
+        while !b.is_empty() {
+            let n = (cap - at).min(b.len());
+            self.buf[at..at + n].copy_from_slice(&b[..n]);
+            b = &b[n..];
+            at = 0;
+        }
+    }
+
+    fn range(&self, start: u64, end: u64) -> Option<Vec<u8>> {
+        let cap = self.buf.len() as u64;
+        if end > self.total || start > end || self.total - start > cap {
+            return None;
+        }
+        Some((start..end).map(|i| self.buf[(i % cap) as usize]).collect())
+    }
+}
+
+/// How many header bytes of one entry the checker keeps to read its raw records.
+const RAW_WINDOW: usize = 2 << 20;
+
+struct Tap<R> {
+    inner: R,
+    ring: Rc<RefCell<Ring>>,
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ring.borrow_mut().push(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a layer blob (any compression) and checks it against the Windows layer rules,
+/// raw names and time records included.
+pub fn check_blob(blob: impl Read + 'static, limits: ReadLimits) -> Result<CheckReport, TarError> {
+    let ring = Rc::new(RefCell::new(Ring {
+        buf: vec![0; RAW_WINDOW],
+        total: 0,
+    }));
+    let mut tar = TarReader::new(Tap {
+        inner: super::reader::open(blob, limits)?,
+        ring: Rc::clone(&ring),
+    });
+    let mut checker = Checker::new();
+    while let Some(e) = tar.next_entry()? {
+        let raw = ring
+            .borrow()
+            .range(e.offset, tar.offset())
+            .and_then(|b| RawRecords::parse(&b));
+        checker.entry_raw(&e, raw.as_ref());
+    }
+    tar.drain()?;
+    Ok(checker.finish())
+}
+
+/// One name of the layer, for collisions.
+struct Named {
+    path: String,
+    dir: bool,
+}
+
 /// Validates a Windows layer's entries, in order.
 pub struct Checker {
     report: CheckReport,
@@ -267,6 +614,19 @@ pub struct Checker {
     has_files: bool,
     has_hives: bool,
     whiteouts: Vec<(String, u64)>,
+    /// Folded tar path → the entry of that name.
+    names: HashMap<String, Named>,
+    /// Folded tar paths the layer's whiteouts delete.
+    deleted: HashMap<String, String>,
+    /// Entries without PAX `atime`/`ctime`: count and the first.
+    untimed: (u64, Option<(String, u64)>),
+    /// Directories named with a trailing `/`: count and the first.
+    slashed: (u64, Option<(String, u64)>),
+    /// A `UtilityVM` entry with a descriptor (offset): fine in a base layer only.
+    uvm_with_data: Option<u64>,
+    /// The last regular file and its alternate data streams so far: `<file>:<stream>`
+    /// entries right after a file are its streams (go-winio reads them so).
+    last_file: Option<String>,
 }
 
 impl Default for Checker {
@@ -285,6 +645,12 @@ impl Checker {
             has_files: false,
             has_hives: false,
             whiteouts: Vec::new(),
+            names: HashMap::new(),
+            deleted: HashMap::new(),
+            untimed: (0, None),
+            slashed: (0, None),
+            uvm_with_data: None,
+            last_file: None,
         }
     }
 
@@ -296,8 +662,23 @@ impl Checker {
         });
     }
 
-    /// Looks at one entry.
+    fn warning(&mut self, e: &Entry, message: impl Into<String>) {
+        self.report.warnings.push(Violation {
+            entry: e.header.path.clone(),
+            offset: e.offset,
+            message: message.into(),
+        });
+    }
+
+    /// Looks at one entry (without its raw records: names and times as the reader gives
+    /// them).
     pub fn entry(&mut self, e: &Entry) {
+        self.entry_raw(e, None)
+    }
+
+    /// Looks at one entry together with its raw records (see [`check_blob`]), which show a
+    /// directory's trailing `/` and the `atime`/`ctime` records.
+    pub fn entry_raw(&mut self, e: &Entry, raw: Option<&RawRecords>) {
         self.report.entries += 1;
         let h = &e.header;
         let path = h.path.as_str();
@@ -326,9 +707,40 @@ impl Checker {
             if h.kind != Kind::File || h.size != 0 {
                 self.violation(e, "a whiteout is an empty regular-file entry");
             }
+            let target = match path.rsplit_once('/') {
+                Some((d, _)) => format!("{d}/{name}"),
+                None => name.to_string(),
+            };
+            let folded = fold_case(&target);
+            if self.names.contains_key(&folded) {
+                self.violation(
+                    e,
+                    format!(
+                        "it deletes `{target}`, which this layer adds: {}",
+                        NameProblem::DeletedInSameLayer
+                    ),
+                );
+            }
+            self.deleted.insert(folded, target);
             self.whiteouts.push((path.to_string(), e.offset));
             self.seen.insert(path.to_string());
             return;
+        }
+        // An alternate data stream: a regular entry `<file>:<stream>` right after its file.
+        let file = self.last_file.take();
+        if h.kind == Kind::File
+            && let Some(f) = file.filter(|f| {
+                path.strip_prefix(f.as_str())
+                    .and_then(|r| r.strip_prefix(':'))
+                    .is_some_and(|s| !s.is_empty() && !s.contains('/'))
+            })
+        {
+            self.last_file = Some(f);
+            self.seen.insert(path.to_string());
+            return;
+        }
+        if h.kind == Kind::File {
+            self.last_file = Some(path.to_string());
         }
         match top {
             "Files" => self.has_files = true,
@@ -341,10 +753,38 @@ impl Checker {
                 );
             }
         }
-        if let Some((parent, _)) = path.rsplit_once('/')
-            && !self.dirs.contains(parent)
-        {
-            self.violation(e, format!("its parent directory `{parent}` has no entry before it (Windows creates paths relative to their parent)"));
+        if let Some(p) = path_problem(path) {
+            self.violation(e, p.to_string());
+        } else if let Some(w) = path.split('/').find_map(component_warning) {
+            self.warning(e, w);
+        }
+        let folded = fold_case(path);
+        if let Some(other) = self.names.get(&folded) {
+            let problem = if other.path != path {
+                NameProblem::Case {
+                    other: other.path.clone(),
+                }
+            } else {
+                NameProblem::Duplicate
+            };
+            self.violation(e, format!("{problem} (a second create of the name fails)"));
+        }
+        if self.deleted.contains_key(&folded) {
+            self.violation(e, NameProblem::DeletedInSameLayer.to_string());
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            if let Some(p) = self.names.get(&fold_case(parent)).filter(|p| !p.dir) {
+                let parent = p.path.clone();
+                self.violation(e, NameProblem::ParentNotDirectory { parent }.to_string());
+            } else if !self.dirs.contains(parent) {
+                self.violation(e, format!("its parent directory `{parent}` has no entry before it (Windows creates paths relative to their parent)"));
+            }
+        }
+        if let Some(raw) = raw {
+            self.raw_records(e, raw);
+        }
+        if path == "UtilityVM" && h.pax.contains_key(PAX_RAWSD) {
+            self.uvm_with_data = Some(e.offset);
         }
         if !e.had_pax {
             self.violation(
@@ -352,8 +792,11 @@ impl Checker {
                 "not a PAX entry: Windows reads attributes and security from PAX records",
             );
         }
+        // The importer reads nothing of a hard link but its name and target.
+        let link = h.kind == Kind::Hardlink;
         match h.pax.get(PAX_FILEATTR) {
-            None => self.violation(e, format!("missing `{PAX_FILEATTR}`")),
+            None if !link => self.violation(e, format!("missing `{PAX_FILEATTR}`")),
+            None => {}
             Some(v) => match v.parse::<u32>() {
                 Err(_) => self.violation(
                     e,
@@ -378,8 +821,12 @@ impl Checker {
                 }
             },
         }
+        // Microsoft's exporter writes descriptors for what is under `Files/` (and everything
+        // of a base layer); `Files`, `Hives` and the utility VM of a layer with parents it
+        // reads without security.
+        let needs_sd = !link && path.starts_with("Files/");
         match h.pax.get(PAX_RAWSD) {
-            None if !h.pax.contains_key("MSWINDOWS.sd") => {
+            None if needs_sd && !h.pax.contains_key("MSWINDOWS.sd") => {
                 self.violation(e, format!("missing `{PAX_RAWSD}`"))
             }
             Some(v) if unbase64(v).is_none_or(|b| b.len() < 20 || b[0] != 1) => self.violation(
@@ -418,6 +865,17 @@ impl Checker {
                             h.link
                         ),
                     );
+                } else if let Some(t) = self.names.get(&fold_case(&h.link)) {
+                    if t.dir {
+                        let target = t.path.clone();
+                        self.violation(e, NameProblem::LinkToDirectory { target }.to_string());
+                    } else if t.path != h.link {
+                        let msg = format!(
+                            "hard link target `{}` is written `{}` in this layer; the importer looks targets up by their exact name",
+                            h.link, t.path
+                        );
+                        self.violation(e, msg);
+                    }
                 } else if !self.seen.contains(&h.link) {
                     // Allowed when the target is in a parent layer; a linter can only warn.
                     self.report.warnings.push(Violation {
@@ -438,11 +896,55 @@ impl Checker {
         if h.kind == Kind::Dir {
             self.dirs.insert(path.to_string());
         }
+        self.names.entry(folded).or_insert(Named {
+            path: path.to_string(),
+            dir: h.kind == Kind::Dir,
+        });
         self.seen.insert(path.to_string());
+    }
+
+    fn raw_records(&mut self, e: &Entry, raw: &RawRecords) {
+        let path = e.header.path.as_str();
+        if e.header.kind == Kind::Dir && raw.name.ends_with('/') {
+            if path == "UtilityVM" {
+                self.violation(e, format!("the directory is named `{}`: the importer of a layer with parents compares the raw name with `UtilityVM`, so it does not clone the parent's utility VM and the layer fails with \"missing UtilityVM directory\"", raw.name));
+            } else if path == "UtilityVM/Files" {
+                self.violation(e, format!("the directory is named `{}`: the base layer importer compares the raw name with `UtilityVM/Files`, so the utility VM is not recognised and never processed", raw.name));
+            } else {
+                self.slashed.0 += 1;
+                self.slashed.1.get_or_insert((path.to_string(), e.offset));
+            }
+        }
+        if e.header.kind != Kind::Hardlink
+            && !(raw.pax.contains_key(PAX_ATIME) && raw.pax.contains_key(PAX_CTIME))
+        {
+            self.untimed.0 += 1;
+            self.untimed.1.get_or_insert((path.to_string(), e.offset));
+        }
     }
 
     /// Ends the check with the layer-wide rules.
     pub fn finish(mut self) -> CheckReport {
+        for (count, first, what) in [
+            (
+                self.slashed.0,
+                self.slashed.1.take(),
+                "directory names end in `/`; Microsoft's exporter writes none, and the importer compares some names raw",
+            ),
+            (
+                self.untimed.0,
+                self.untimed.1.take(),
+                "entries have no PAX `atime`/`ctime`: the importer converts Go's zero time and sets LastAccessTime and ChangeTime to 1754-08-30",
+            ),
+        ] {
+            if let Some((entry, offset)) = first {
+                self.report.warnings.push(Violation {
+                    entry,
+                    offset,
+                    message: format!("this and {} more {what}", count - 1),
+                });
+            }
+        }
         let base = !self.has_hives && self.has_files;
         self.report.base_layer = base;
         if base {
@@ -453,7 +955,8 @@ impl Checker {
                     message: "a base layer cannot have tombstones (whiteouts)".into(),
                 });
             }
-            if self.seen.iter().any(|p| p.starts_with("UtilityVM/Files/"))
+            if (self.seen.contains("UtilityVM/Files")
+                || self.seen.iter().any(|p| p.starts_with("UtilityVM/Files/")))
                 && !self.seen.contains("UtilityVM/Files/EFI/Microsoft/Boot/BCD")
             {
                 self.report.violations.push(Violation {
@@ -463,6 +966,13 @@ impl Checker {
                 });
             }
         } else {
+            if let Some(offset) = self.uvm_with_data {
+                self.report.violations.push(Violation {
+                    entry: "UtilityVM".into(),
+                    offset,
+                    message: format!("in a layer with parents `UtilityVM` must carry no `{PAX_RAWSD}`: the importer clones the parent's utility VM for it and has no file to write the descriptor to (\"closed\")"),
+                });
+            }
             for (dir, present) in [
                 ("Files", self.dirs.contains("Files")),
                 ("Hives", self.dirs.contains("Hives")),
@@ -530,6 +1040,63 @@ mod tests {
         assert_eq!(format_creation_time(1_700_000_000, 0), "1700000000");
         assert_eq!(format_creation_time(1, 500_000_000), "1.5");
         assert_eq!(format_creation_time(1, 1), "1.000000001");
+    }
+
+    #[test]
+    fn names_ntfs_refuses_and_names_win32_cannot_open() {
+        assert_eq!(component_problem("a:b"), Some(NameProblem::Character(':')));
+        assert_eq!(
+            component_problem("x\u{7}"),
+            Some(NameProblem::Control('\u{7}'))
+        );
+        assert_eq!(component_problem(".wh.x"), Some(NameProblem::Whiteout));
+        assert_eq!(
+            component_problem("d.$WcIdIrS$"),
+            Some(NameProblem::TransportSuffix)
+        );
+        assert_eq!(
+            component_problem(&"é".repeat(255)),
+            None,
+            "255 units, 510 bytes"
+        );
+        assert!(matches!(
+            component_problem(&"é".repeat(256)),
+            Some(NameProblem::TooLong { units: 256, .. })
+        ));
+        assert_eq!(
+            path_problem("ok/also ok/what?"),
+            Some(NameProblem::Character('?'))
+        );
+        for (name, warn) in [
+            ("file.", true),
+            ("file ", true),
+            ("CON", true),
+            ("con.txt", true),
+            ("Lpt9", true),
+            ("COM10", false),
+            ("CONSOLE", false),
+            ("file.txt", false),
+        ] {
+            assert_eq!(component_warning(name).is_some(), warn, "{name}");
+        }
+        assert_eq!(fold_case("ReadMe.txt"), "README.TXT");
+        assert_eq!(fold_case("ǆ"), "Ǆ");
+        assert_eq!(fold_case("ß"), "ß");
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_bytes() {
+        let mut r = Ring {
+            buf: vec![0; 8],
+            total: 0,
+        };
+        r.push(b"abcdef");
+        r.push(b"ghij");
+        assert_eq!(r.range(4, 10).as_deref(), Some(&b"efghij"[..]));
+        assert_eq!(r.range(1, 10), None, "more than the ring holds");
+        r.push(&[b'z'; 20]);
+        assert_eq!(r.total, 30);
+        assert_eq!(r.range(22, 30).as_deref(), Some(&[b'z'; 8][..]));
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! Memory stays constant whatever the layer size.
 
 use super::compress::{Compression, Compressor, HashingWriter};
-use super::tar::{END, Header, Kind, write_entry};
-use super::windows;
-use std::collections::BTreeSet;
+use super::tar::{END, Header, HeaderStyle, Kind, write_entry, write_entry_styled};
+use super::windows::{self, NameProblem, WindowsNameError};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 /// Which layer format to write.
@@ -67,11 +67,28 @@ pub struct LayerDigests {
     pub media_type: &'static str,
 }
 
+/// One name written into a Windows layer.
+struct Written {
+    /// The tar path as written.
+    path: String,
+    dir: bool,
+}
+
 /// Writes one layer.
+///
+/// Windows layers are checked as they are written: a name NTFS or the importer cannot hold
+/// (see [`windows::component_problem`]), two names of one directory that differ only in case,
+/// the same name twice, an entry under a file, a whiteout for a path the layer adds, or a hard
+/// link to a directory is refused with an `io::Error` of kind `InvalidInput` carrying a
+/// [`windows::WindowsNameError`] that names the path as given.
 pub struct LayerWriter<W: Write> {
     tar: HashingWriter<Compressor<HashingWriter<W>>>,
     opts: LayerOptions,
     emitted_dirs: BTreeSet<String>,
+    /// Windows: every name written, by its case-folded tar path.
+    names: HashMap<String, Written>,
+    /// Windows: the case-folded tar paths this layer's whiteouts delete.
+    deleted: HashSet<String>,
     started: bool,
 }
 
@@ -84,8 +101,27 @@ impl<W: Write> LayerWriter<W> {
             tar: HashingWriter::new(compressor),
             opts,
             emitted_dirs: BTreeSet::new(),
+            names: HashMap::new(),
+            deleted: HashSet::new(),
             started: false,
         })
+    }
+
+    /// The format being written.
+    pub fn format(&self) -> Format {
+        self.opts.format
+    }
+
+    fn windows(&self) -> bool {
+        self.opts.format == Format::Windows
+    }
+
+    fn style(&self) -> HeaderStyle {
+        if self.windows() {
+            HeaderStyle::WINDOWS
+        } else {
+            HeaderStyle::LINUX
+        }
     }
 
     fn start(&mut self) -> io::Result<()> {
@@ -93,9 +129,8 @@ impl<W: Write> LayerWriter<W> {
             return Ok(());
         }
         self.started = true;
-        if self.opts.format == Format::Windows {
-            // Hives before Files, as BuildKit's and hcsshim's writers order them; a base layer
-            // has no Hives.
+        if self.windows() {
+            // Hives before Files, as BuildKit's writer orders them; a base layer has no Hives.
             let tops: &[&str] = if self.opts.windows_base {
                 &["Files"]
             } else {
@@ -105,8 +140,15 @@ impl<W: Write> LayerWriter<W> {
                 let mut h = Header::new(top, Kind::Dir);
                 h.mtime = self.clamp(0);
                 windows::decorate(&mut h, self.opts.windows_owner.as_deref(), false);
-                write_entry(&mut self.tar, &h, true, None)?;
+                write_entry_styled(&mut self.tar, &h, HeaderStyle::WINDOWS, None)?;
                 self.emitted_dirs.insert(top.to_string());
+                self.names.insert(
+                    windows::fold_case(top),
+                    Written {
+                        path: top.to_string(),
+                        dir: true,
+                    },
+                );
             }
         }
         Ok(())
@@ -126,14 +168,72 @@ impl<W: Write> LayerWriter<W> {
         }
     }
 
-    /// Emits entries for any missing parent directories of `tar_path`.
-    fn parents(&mut self, tar_path: &str, mtime: i64) -> io::Result<()> {
+    /// Windows: refuses `tar_path` (a new entry, a directory when `dir`) when a name of the
+    /// layer collides with it. Returns true when it is a directory already written, which is
+    /// skipped.
+    fn collides(&self, given: &str, tar_path: &str, dir: bool) -> Result<bool, WindowsNameError> {
+        let refuse = |problem| WindowsNameError {
+            path: given.to_string(),
+            problem,
+        };
+        let folded = windows::fold_case(tar_path);
+        if let Some(w) = self.names.get(&folded) {
+            if w.path != tar_path {
+                return Err(refuse(NameProblem::Case {
+                    other: w.path.clone(),
+                }));
+            }
+            if dir && w.dir {
+                return Ok(true);
+            }
+            return Err(refuse(NameProblem::Duplicate));
+        }
+        if self.deleted.contains(&folded) {
+            return Err(refuse(NameProblem::DeletedInSameLayer));
+        }
+        Ok(false)
+    }
+
+    fn remember(&mut self, tar_path: &str, dir: bool) {
+        if self.windows() {
+            self.names.insert(
+                windows::fold_case(tar_path),
+                Written {
+                    path: tar_path.to_string(),
+                    dir,
+                },
+            );
+        }
+    }
+
+    /// Emits entries for any missing parent directories of `tar_path` (`given` names the entry
+    /// in errors).
+    fn parents(&mut self, given: &str, tar_path: &str, mtime: i64) -> io::Result<()> {
         let mut end = 0;
         let mut missing = Vec::new();
         while let Some(i) = tar_path[end..].find('/') {
             end += i;
             let dir = &tar_path[..end];
             if !self.emitted_dirs.contains(dir) {
+                if self.windows() {
+                    if let Some(w) = self.names.get(&windows::fold_case(dir)) {
+                        let problem = if w.path != dir {
+                            NameProblem::Case {
+                                other: w.path.clone(),
+                            }
+                        } else {
+                            NameProblem::ParentNotDirectory {
+                                parent: w.path.clone(),
+                            }
+                        };
+                        return Err(WindowsNameError {
+                            path: given.to_string(),
+                            problem,
+                        }
+                        .into());
+                    }
+                    self.collides(given, dir, true)?;
+                }
                 missing.push(dir.to_string());
             }
             end += 1;
@@ -141,13 +241,61 @@ impl<W: Write> LayerWriter<W> {
         for dir in missing {
             let mut h = Header::new(&dir, Kind::Dir);
             h.mtime = self.clamp(mtime);
-            if self.opts.format == Format::Windows {
+            if self.windows() {
                 windows::decorate(&mut h, self.opts.windows_owner.as_deref(), false);
+                self.utility_vm_root(&mut h);
             }
-            write_entry(&mut self.tar, &h, self.opts.format == Format::Windows, None)?;
+            let style = self.style();
+            write_entry_styled(&mut self.tar, &h, style, None)?;
+            self.remember(&dir, true);
             self.emitted_dirs.insert(dir);
         }
         Ok(())
+    }
+
+    /// Windows: the checks every new entry passes (names, collisions, links). Returns true
+    /// when the entry is a directory already written.
+    fn admit(&mut self, given: &str, header: &mut Header) -> io::Result<bool> {
+        let refuse = |problem| WindowsNameError {
+            path: given.to_string(),
+            problem,
+        };
+        if let Some(p) = windows::path_problem(&header.path) {
+            return Err(refuse(p).into());
+        }
+        if self.collides(given, &header.path, header.kind == Kind::Dir)? {
+            return Ok(true);
+        }
+        if header.kind == Kind::Hardlink {
+            let target = header.link.strip_prefix("Files/").unwrap_or(&header.link);
+            if target.is_empty()
+                || target
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "`{given}`: the hard link target `{}` is not a relative path inside the layer",
+                        header.link
+                    ),
+                ));
+            }
+            if let Some(p) = windows::path_problem(&header.link) {
+                return Err(refuse(p).into());
+            }
+            if let Some(t) = self.names.get(&windows::fold_case(&header.link)) {
+                if t.dir {
+                    return Err(refuse(NameProblem::LinkToDirectory {
+                        target: t.path.clone(),
+                    })
+                    .into());
+                }
+                // The importer finds targets written in this layer by their exact name.
+                header.link = t.path.clone();
+            }
+        }
+        Ok(false)
     }
 
     /// Appends an entry. `header.path` is the path inside the container, relative, `/`-
@@ -160,17 +308,21 @@ impl<W: Write> LayerWriter<W> {
         dir_link: bool,
     ) -> io::Result<()> {
         self.start()?;
+        let given = header.path.clone();
         let path = header.path.trim_matches('/').to_string();
-        if path.is_empty() || path.split('/').any(|c| c == ".." || c == ".") {
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c == ".." || c == "." || (c.is_empty() && self.windows()))
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("`{}` is not a relative path inside the layer", header.path),
+                format!("`{given}` is not a relative path inside the layer"),
             ));
         }
         header.path = self.tar_path(&path);
         header.mtime = self.clamp(header.mtime);
-        self.parents(&header.path, header.mtime)?;
-        let windows = self.opts.format == Format::Windows;
+        let windows = self.windows();
         if windows {
             match header.kind {
                 Kind::Hardlink => header.link = self.tar_path(header.link.trim_matches('/')),
@@ -178,20 +330,37 @@ impl<W: Write> LayerWriter<W> {
                 Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidInput,
-                        format!("`{path}`: devices and pipes cannot go into a Windows layer"),
+                        format!("`{given}`: devices and pipes cannot go into a Windows layer"),
                     ));
                 }
                 _ => {}
             }
+            if self.admit(&given, &mut header)? {
+                return Ok(());
+            }
+        }
+        self.parents(&given, &header.path, header.mtime)?;
+        if windows {
             windows::decorate(&mut header, self.opts.windows_owner.as_deref(), dir_link);
         }
+        self.write(header, content)
+    }
+
+    fn write(&mut self, mut header: Header, content: Option<&mut dyn Read>) -> io::Result<()> {
         if header.kind == Kind::Dir {
             if self.emitted_dirs.contains(&header.path) {
                 return Ok(());
             }
             self.emitted_dirs.insert(header.path.clone());
         }
-        write_entry(&mut self.tar, &header, windows, content)?;
+        if header.kind != Kind::File {
+            // Only regular files have content; a size on anything else would desynchronize
+            // the tar.
+            header.size = 0;
+        }
+        self.remember(&header.path, header.kind == Kind::Dir);
+        let style = self.style();
+        write_entry_styled(&mut self.tar, &header, style, content)?;
         Ok(())
     }
 
@@ -203,34 +372,56 @@ impl<W: Write> LayerWriter<W> {
         content: Option<&mut dyn Read>,
     ) -> io::Result<()> {
         self.start()?;
+        let given = header.path.clone();
         let path = header.path.trim_matches('/').to_string();
-        if path.is_empty() || path.split('/').any(|c| c == ".." || c == ".") {
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c == ".." || c == "." || (c.is_empty() && self.windows()))
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("`{}` is not a relative tar path", header.path),
+                format!("`{given}` is not a relative tar path"),
             ));
         }
         header.path = path;
         header.mtime = self.clamp(header.mtime);
-        self.parents(&header.path, header.mtime)?;
-        let windows = self.opts.format == Format::Windows;
+        let windows = self.windows();
+        if windows && self.admit(&given, &mut header)? {
+            return Ok(());
+        }
+        self.parents(&given, &header.path, header.mtime)?;
         if windows {
             windows::decorate(&mut header, self.opts.windows_owner.as_deref(), false);
+            self.utility_vm_root(&mut header);
         }
-        if header.kind == Kind::Dir {
-            if self.emitted_dirs.contains(&header.path) {
-                return Ok(());
-            }
-            self.emitted_dirs.insert(header.path.clone());
+        self.write(header, content)
+    }
+
+    /// In a layer with parents the importer clones the parent's utility VM for the
+    /// `UtilityVM` entry and has no file to write a descriptor to: write it without one, as
+    /// the exporter does (it reads paths outside `Files` without security).
+    fn utility_vm_root(&self, h: &mut Header) {
+        if !self.opts.windows_base && h.path == "UtilityVM" {
+            h.pax.remove(windows::PAX_RAWSD);
         }
-        write_entry(&mut self.tar, &header, windows, content)?;
-        Ok(())
     }
 
     /// Appends a whiteout that deletes `path` (in the parent layers).
     pub fn whiteout(&mut self, path: &str) -> io::Result<()> {
         self.start()?;
+        let given = path;
         let path = path.trim_matches('/');
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c == ".." || c == "." || (c.is_empty() && self.windows()))
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{given}` is not a relative path inside the layer"),
+            ));
+        }
         let (dir, name) = match path.rsplit_once('/') {
             Some((d, n)) => (Some(d), n),
             None => (None, path),
@@ -240,9 +431,29 @@ impl<W: Write> LayerWriter<W> {
             None => format!(".wh.{name}"),
         };
         let tar_path = self.tar_path(&wh);
-        self.parents(&tar_path, 0)?;
+        if self.windows() {
+            if self.opts.windows_base {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{given}`: a Windows base layer cannot have whiteouts"),
+                ));
+            }
+            let refuse = |problem| WindowsNameError {
+                path: given.to_string(),
+                problem,
+            };
+            if let Some(p) = windows::path_problem(path) {
+                return Err(refuse(p).into());
+            }
+            let folded = windows::fold_case(&self.tar_path(path));
+            if self.names.contains_key(&folded) {
+                return Err(refuse(NameProblem::DeletedInSameLayer).into());
+            }
+            self.deleted.insert(folded);
+        }
+        self.parents(given, &tar_path, 0)?;
         let mut h = Header::new(&tar_path, Kind::File);
-        if self.opts.format == Format::Windows {
+        if self.windows() {
             // hcsshim writes a name-only ustar header.
             h.mode = 0;
         }
@@ -261,7 +472,7 @@ impl<W: Write> LayerWriter<W> {
         }
         self.start()?;
         let p = format!("{}/.wh..wh..opq", dir.trim_matches('/'));
-        self.parents(&p, 0)?;
+        self.parents(dir, &p, 0)?;
         write_entry(&mut self.tar, &Header::new(&p, Kind::File), false, None)?;
         Ok(())
     }
