@@ -22,7 +22,7 @@ struct Case {
     name: &'static str,
     dockerfile: &'static str,
     /// Context files: `path` → content; `link:T` is a symlink to T, `exec:C` a 0755 file,
-    /// `dir:` an empty directory, `tar:a=1;b/c=2` a tar of those files, `tgz:…` the same
+    /// `hard:T` a hard link to the earlier context file T, `dir:` an empty directory, `tar:a=1;b/c=2` a tar of those files, `tgz:…` the same
     /// gzipped.
     files: &'static [(&'static str, &'static str)],
     /// Extra `build` flags for both builders.
@@ -310,6 +310,17 @@ fn cases() -> Vec<Case> {
             ],
         ),
         f(
+            "hard-links-kept",
+            "FROM B\nCOPY tree/ /t/\nCOPY one two /single/\n",
+            &[
+                ("tree/a", "shared\n"),
+                ("tree/b", "hard:tree/a"),
+                ("tree/sub/c", "hard:tree/a"),
+                ("one", "1\n"),
+                ("two", "hard:one"),
+            ],
+        ),
+        f(
             "empty-dir-and-nested",
             "FROM B\nCOPY empty /e/\nCOPY deep /d\n",
             &[("empty", "dir:"), ("deep/a/b/c.txt", "c\n")],
@@ -332,6 +343,8 @@ fn write_context(dir: &Path, files: &[(&str, &str)]) {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         if let Some(t) = content.strip_prefix("link:") {
             std::os::unix::fs::symlink(t, &p).unwrap();
+        } else if let Some(t) = content.strip_prefix("hard:") {
+            fs::hard_link(dir.join(t), &p).unwrap();
         } else if let Some(c) = content.strip_prefix("exec:") {
             fs::write(&p, c).unwrap();
             use std::os::unix::fs::PermissionsExt;

@@ -1878,6 +1878,12 @@ fn a_copy_into_a_windows_stage_imports_on_its_base() {
             "{nt}: clamped mtime"
         );
     }
+    // The context's hard link is one file with two names, as the importer's AddLink makes it.
+    assert_eq!(
+        v.get("Files\\app\\bin\\app.exe").unwrap().object,
+        v.get("Files\\app\\bin\\app-alias.exe").unwrap().object,
+        "hard links in the context stay links"
+    );
     // Symlinks became reparse points with Windows targets; the one to a directory is one.
     let s = v.object("Files\\app\\bin\\settings.json").unwrap();
     assert_eq!(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// What goes into every cache key first. Bump it when anything that decides a layer's bytes
 /// changes (the layer writer, COPY semantics, the key recipe), so old records stop matching.
-pub const CACHE_KEY_VERSION: &str = "wcbuild build cache v1";
+pub const CACHE_KEY_VERSION: &str = "wcbuild build cache v2";
 
 /// A sha256 over length-prefixed parts, as hex.
 pub fn cache_key(parts: &[&str]) -> String {

@@ -23,6 +23,8 @@ pub(super) struct CopyItem {
     /// A directory the COPY creates or passes through: its mode and owner are final (no
     /// `--chmod`, no `--chown`).
     pub(super) exact: bool,
+    /// Which source (in the order written) it came from: hard links are kept within one.
+    pub(super) origin: usize,
     pub(super) inline: Option<Vec<u8>>,
     pub(super) kind: Kind,
     pub(super) mode: u32,
@@ -94,6 +96,7 @@ pub(super) fn item_for(path: &Path, meta: &fs::Metadata, dest: &str) -> Result<C
         gid: owner_of(meta).1,
         from_archive: false,
         exact: false,
+        origin: 0,
     })
 }
 

@@ -108,7 +108,13 @@ pub(super) fn copy_step(
         unpacked.push(d);
         Ok(p)
     };
-    for src in &spec.sources {
+    // Entries are marked with the source they came from when the next source starts.
+    let mut marked = 0;
+    for (origin, src) in spec.sources.iter().enumerate() {
+        for it in &mut items[marked..] {
+            it.origin = origin.saturating_sub(1);
+        }
+        marked = items.len();
         if add && is_git_source(src) {
             printed.push(src.clone());
             let dir = scratch("git")?;
@@ -252,6 +258,9 @@ pub(super) fn copy_step(
             }
         }
     }
+    for it in &mut items[marked..] {
+        it.origin = spec.sources.len().saturating_sub(1);
+    }
     for doc in &spec.inline {
         printed.push(format!("<<{}", doc.name));
         let to = target.file(&items, &doc.name)?;
@@ -267,6 +276,7 @@ pub(super) fn copy_step(
             gid: 0,
             from_archive: false,
             exact: false,
+            origin: usize::MAX,
         });
     }
     // The directories the copy goes through or creates: those that exist keep their mode and
@@ -278,6 +288,22 @@ pub(super) fn copy_step(
     items.reverse();
     items.sort_by(|a, b| a.dest.cmp(&b.dest));
     items.dedup_by(|a, b| a.dest == b.dest);
+    // A file with several names among the sources keeps them as hard links to its first
+    // name (in tar order), as BuildKit's copy does and as Windows' importer expects.
+    // Each source is its own copy, so links are kept within one source only.
+    let mut links: std::collections::HashMap<usize, crate::layer::pack::HardLinks> =
+        std::collections::HashMap::new();
+    for it in &mut items {
+        if it.kind == Kind::File
+            && it.inline.is_none()
+            && let Some(p) = &it.source
+            && let Ok(meta) = fs::symlink_metadata(p)
+            && let Some(first) = links.entry(it.origin).or_default().observe(&meta, &it.dest)
+        {
+            it.kind = Kind::Hardlink;
+            it.link = first;
+        }
+    }
     // The cache key: the chain so far and every item's path, kind, mode, owner, link and
     // content (file contents hashed through the stat cache; times are not part of it).
     let mut parts: Vec<String> = vec![
@@ -335,17 +361,44 @@ pub(super) fn copy_step(
             }
             h.mtime = it.mtime;
             h.link = it.link.clone();
+            // A name Windows cannot hold is reported with the source it came from.
+            let named = |e: std::io::Error| -> std::io::Error {
+                let bad = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<crate::layer::windows::WindowsNameError>())
+                    .cloned();
+                match bad {
+                    Some(b) => {
+                        let from = it
+                            .source
+                            .as_ref()
+                            .map(|p| {
+                                let rel = p.strip_prefix(&src_root).unwrap_or(p);
+                                format!("`{}` ", rel.display())
+                            })
+                            .unwrap_or_default();
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            format!(
+                                "{from}cannot go into a Windows layer as `{}`: {}",
+                                b.path, b.problem
+                            ),
+                        )
+                    }
+                    None => e,
+                }
+            };
             match (&it.source, &it.inline) {
                 (_, Some(data)) => {
                     h.size = data.len() as u64;
                     done += h.size;
-                    w.append(h, Some(&mut &data[..]), false)?;
+                    w.append(h, Some(&mut &data[..]), false).map_err(named)?;
                 }
                 (Some(p), None) if it.kind == Kind::File => {
                     let mut f = fs::File::open(p)?;
                     h.size = f.metadata()?.len();
                     done += h.size;
-                    w.append(h, Some(&mut f), false)?;
+                    w.append(h, Some(&mut f), false).map_err(named)?;
                 }
                 _ => {
                     let dir_link = it.kind == Kind::Symlink
@@ -353,7 +406,7 @@ pub(super) fn copy_step(
                             .source
                             .as_ref()
                             .is_some_and(|p| fs::metadata(p).map(|m| m.is_dir()).unwrap_or(false));
-                    w.append(h, None, dir_link)?;
+                    w.append(h, None, dir_link).map_err(named)?;
                 }
             }
             if last_report.elapsed() >= std::time::Duration::from_millis(100) {
@@ -540,6 +593,7 @@ impl Destination<'_> {
                 gid,
                 from_archive: false,
                 exact: true,
+                origin: usize::MAX,
             });
         }
     }
