@@ -100,7 +100,12 @@ pub(crate) fn undefined_vars(
         if declared.contains(name) || NON_ENV_ARGS.contains(&name.as_str()) {
             continue;
         }
-        let keys = scope.vars().iter().map(|(k, _)| k.as_str());
+        // An empty key (`ENV $UNSET=x`) is never offered: BuildKit drops an empty match.
+        let keys = scope
+            .vars()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !k.is_empty());
         let hint = suggest(name, keys, true);
         out.run(
             cfg,

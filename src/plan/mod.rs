@@ -475,9 +475,22 @@ fn plan_inner(
                         }));
                     }
                     if r.result.is_empty() {
+                        // BuildKit suggests a global name for a misspelt variable.
+                        let hint = r
+                            .unmatched
+                            .iter()
+                            .find_map(|u| {
+                                crate::dockerfile::error::suggest(
+                                    u,
+                                    global.vars().iter().map(|(k, _)| k.as_str()),
+                                    true,
+                                )
+                            })
+                            .map(|m| format!(" (did you mean {m}?)"))
+                            .unwrap_or_default();
                         ctx.error(
                             from_idx,
-                            format!("empty platform value from expression {p}"),
+                            format!("empty platform value from expression {p}{hint}"),
                             Some(p),
                         );
                         opts.target_platform.clone()
