@@ -160,7 +160,12 @@ fn corpus_checks_clean_or_as_pinned() {
             .collect();
         let pinned = dir.join("check.txt");
         if pinned.exists() {
-            text.extend(report.lints.iter().map(|w| format!("lint: {}\n", w.short())));
+            text.extend(
+                report
+                    .lints
+                    .iter()
+                    .map(|w| format!("lint: {}\n", w.short())),
+            );
         }
         if pinned.exists() || report.errors() > 0 {
             failures.extend(golden(&pinned, &text));
@@ -581,10 +586,7 @@ fn cli_check_json_is_buildkits_result() {
             .starts_with("unknown flag: --form"),
         "{out}"
     );
-    assert_eq!(
-        v["buildError"]["location"]["ranges"][0]["start"]["line"],
-        2
-    );
+    assert_eq!(v["buildError"]["location"]["ranges"][0]["start"]["line"], 2);
     // So is a file that does not parse.
     let (code, out, _) = wcbuild(
         &["dockerfile", "check", "-f", "-", "--format", "json"],

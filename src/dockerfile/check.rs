@@ -1994,7 +1994,9 @@ mod tests {
         assert!(problems("# check=error=true\nFROM a AS b\nFROM c AS B\n").is_empty());
         assert_eq!(
             problems("# check=error=maybe\nFROM a\n"),
-            ["failed to parse check options: failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"]
+            [
+                "failed to parse check options: failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"
+            ]
         );
         // Flags BuildKit never reads are only a warning.
         let df = parse(

@@ -533,7 +533,7 @@ pub fn lint_parsed(df: &Dockerfile, checked: &Checked, base: &LintConfig, out: &
                     }
                 }
                 if let Some(Some(Command::From { name: Some(n), .. })) = checked.commands.get(i) {
-                    definition_description(out, &cfg, "FROM", &[n.clone()], inst, at);
+                    definition_description(out, &cfg, "FROM", std::slice::from_ref(n), inst, at);
                 }
             }
             "arg" => {
@@ -925,7 +925,11 @@ mod tests {
             "https://docs.docker.com/go/dockerfile/rule/from-as-casing/"
         );
         assert_eq!(INVALID_BASE_IMAGE_PLATFORM.url, "");
-        assert!(INVALID_DEFINITION_DESCRIPTION.experimental);
+        assert!(
+            RULES
+                .iter()
+                .any(|r| r.experimental && r.name == "InvalidDefinitionDescription")
+        );
         assert_eq!(RULES.iter().filter(|r| r.experimental).count(), 1);
         assert_eq!(rule_by_name("UndefinedVar"), Some(&UNDEFINED_VAR));
         assert_eq!(rule_by_name("undefinedvar"), None);
