@@ -467,7 +467,7 @@ impl<'a> Parser<'a> {
                     i,
                     self.first_column(i),
                     1,
-                    "Empty continuation line".into(),
+                    "NoEmptyContinuation: Empty continuation line (empty continuation lines will become errors in a future release)".into(),
                 ));
             }
             let column = self.first_column(start_line);
