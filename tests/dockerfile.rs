@@ -153,12 +153,20 @@ fn corpus_checks_clean_or_as_pinned() {
             bytes: std::fs::read(dir.join("Dockerfile")).unwrap(),
         };
         let report = check(&src, &linux()).unwrap();
-        let text: String = report
+        let mut text: String = report
             .diagnostics
             .iter()
             .map(|d| format!("{d}\n"))
             .collect();
         let pinned = dir.join("check.txt");
+        if pinned.exists() {
+            text.extend(
+                report
+                    .lints
+                    .iter()
+                    .map(|w| format!("lint: {}\n", w.short())),
+            );
+        }
         if pinned.exists() || report.errors() > 0 {
             failures.extend(golden(&pinned, &text));
         }
@@ -400,22 +408,53 @@ fn cli_check_reports_every_problem() {
         err.contains("-:3:15: invalid network mode \"bridge\""),
         "{err}"
     );
-    // A duplicate stage name is only a lint (BuildKit's DuplicateStageName)...
+    // A duplicate stage name is only a lint (BuildKit's DuplicateStageName), printed as
+    // BuildKit prints it...
     assert!(
-        err.contains("warning: -:4:11: Duplicate stage name \"x\""),
+        err.contains("\nWARNING: DuplicateStageName - https://docs.docker.com/go/dockerfile/rule/duplicate-stage-name/\nDuplicate stage name \"x\", stage names should be unique\n-:4\n--------------------\n"),
         "{err}"
     );
-    assert!(err.contains("2 errors, 1 warning"), "{err}");
-    // ...an error with `# check=error=true`.
+    assert!(err.contains("   4 | >>> FROM b AS X\n"), "{err}");
+    assert!(err.contains("WARNING: StageNameCasing"), "{err}");
+    assert!(err.contains("2 errors, 2 warnings"), "{err}");
+    // ...an error with `# check=error=true`, which fails as BuildKit fails.
     let (code, _, err) = wcbuild(
         &["dockerfile", "check", "-f", "-"],
         Some("# check=error=true\nFROM a AS x\nFROM b AS x\n"),
     );
     assert_eq!(code, 1);
+    assert!(err.contains("WARNING: DuplicateStageName"), "{err}");
     assert!(
-        err.contains("error: -:3:11: Duplicate stage name \"x\""),
+        err.contains("error: lint violation found for rules: DuplicateStageName\n"),
         "{err}"
     );
+    assert!(err.contains("1 error, 0 warnings"), "{err}");
+    // Lint findings alone exit 1, as `docker buildx build --call=check` does; skipped
+    // rules leave a clean file.
+    let (code, _, err) = wcbuild(
+        &["dockerfile", "check", "-f", "-"],
+        Some("FROM a\nMAINTAINER me\n"),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("0 errors, 1 warning"), "{err}");
+    let (code, _, err) = wcbuild(
+        &["dockerfile", "check", "-f", "-"],
+        Some("# check=skip=MaintainerDeprecated\nFROM a\nMAINTAINER me\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    // BUILDKIT_DOCKERFILE_CHECK replaces the directive.
+    let (code, _, err) = wcbuild(
+        &[
+            "dockerfile",
+            "check",
+            "-f",
+            "-",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=all",
+        ],
+        Some("# check=error=true\nFROM a\nMAINTAINER me\n"),
+    );
+    assert_eq!(code, 0, "{err}");
     let (code, _, err) = wcbuild(
         &["dockerfile", "check", "-f", "-"],
         Some("FROM a\nRUN true\n"),
@@ -485,4 +524,211 @@ fn cli_usage_errors_exit_2() {
     }
     let (code, _, _) = wcbuild(&["layer", "--help"], None);
     assert_eq!(code, 0);
+}
+
+#[test]
+fn cli_check_json_is_buildkits_result() {
+    let df = "FROM scratch as base\nCOPY a <b>/\n";
+    let (code, out, err) = wcbuild(
+        &["dockerfile", "check", "-f", "-", "--format", "json"],
+        Some(df),
+    );
+    assert_eq!(code, 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 2, "{out}");
+    let w = &v["warnings"][0];
+    assert_eq!(w["ruleName"], "FromAsCasing");
+    assert_eq!(
+        w["description"],
+        "The 'as' keyword should match the case of the 'from' keyword"
+    );
+    assert_eq!(
+        w["url"],
+        "https://docs.docker.com/go/dockerfile/rule/from-as-casing/"
+    );
+    assert_eq!(w["detail"], "'as' and 'FROM' keywords' casing do not match");
+    assert_eq!(
+        w["location"],
+        serde_json::json!({"ranges": [{"start": {"line": 1}, "end": {"line": 1}}]})
+    );
+    assert_eq!(v["sources"][0]["filename"], "-");
+    assert_eq!(v["sources"][0]["language"], "Dockerfile");
+    use base64::Engine as _;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(v["sources"][0]["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(data, df.as_bytes());
+    // Field order and indentation are Go's MarshalIndent.
+    assert!(
+        out.starts_with("{\n  \"warnings\": [\n    {\n      \"ruleName\": \"FromAsCasing\",\n      \"description\""),
+        "{out}"
+    );
+    // A clean file: `warnings` is null, as in BuildKit; exit 0.
+    let (code, out, _) = wcbuild(
+        &["dockerfile", "check", "-f", "-", "--format", "json"],
+        Some("FROM scratch\nCOPY a /b\n"),
+    );
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["warnings"].is_null());
+    // An error is the result's buildError.
+    let (code, out, _) = wcbuild(
+        &["dockerfile", "check", "-f", "-", "--format", "json"],
+        Some("FROM scratch\nCOPY --form=x a b\n"),
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v["buildError"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown flag: --form"),
+        "{out}"
+    );
+    assert_eq!(v["buildError"]["location"]["ranges"][0]["start"]["line"], 2);
+    // So is a file that does not parse.
+    let (code, out, _) = wcbuild(
+        &["dockerfile", "check", "-f", "-", "--format", "json"],
+        Some("FROM scratch\nFORM x\n"),
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["warnings"].is_null());
+    assert!(
+        v["buildError"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown instruction: FORM"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cli_expand_shows_undefined_variables() {
+    let (code, out, err) = wcbuild(
+        &["dockerfile", "expand", "-f", "-", "--json"],
+        Some("FROM scratch\nARG DIR_ASSETS=a\nCOPY $DIR_ASSET /x\nENV P=$PATH\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: -:3: UndefinedVar: Usage of undefined variable '$DIR_ASSET' (did you mean $DIR_ASSETS?)"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let steps = &v["stages"][0]["steps"];
+    assert_eq!(steps[1]["unset"], serde_json::json!(["DIR_ASSET"]));
+    assert!(steps[0].get("unset").is_none());
+    // A Linux stage without PATH gets BuildKit's default, so $PATH is not blank.
+    assert_eq!(
+        steps[2]["args"][0],
+        "P=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+}
+
+/// The linter against `testdata/lint/<case>/`: each case is a build context (`Dockerfile`,
+/// maybe `.dockerignore`) with `args` (`K=V` build arguments, `@target T`, `@platform P`,
+/// `@image REF os/arch [K=V...]` for what a base image would tell the build) and a golden
+/// `lint.txt`: one line per finding in BuildKit's order (`LINE[-END] Rule: detail`, `(error)`
+/// under `error=true`), then the errors. Cases with a `lint.json` also pin the JSON result.
+#[test]
+fn lint_cases_match_golden() {
+    use wcbuild::dockerfile::LintOptions;
+    use wcbuild::ops::dockerfile::{check_with, read_ignore, render_lints_json};
+    use wcbuild::plan::BaseImage;
+    let all = cases("lint");
+    assert!(all.len() >= 40, "only {} lint cases", all.len());
+    let mut failures = Vec::new();
+    let mut rules_seen = std::collections::BTreeSet::new();
+    for dir in &all {
+        let mut opts = linux();
+        let mut explicit = false;
+        if let Ok(args) = std::fs::read_to_string(dir.join("args")) {
+            for line in args
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                if let Some(p) = line.strip_prefix("@platform ") {
+                    opts.target_platform = Platform::parse(p.trim()).unwrap();
+                    explicit = true;
+                } else if let Some(t) = line.strip_prefix("@target ") {
+                    opts.target = Some(t.trim().to_string());
+                } else if let Some(img) = line.strip_prefix("@image ") {
+                    let mut words = img.split_whitespace();
+                    let name = words.next().unwrap().to_string();
+                    let platform = Platform::parse(words.next().unwrap()).unwrap();
+                    let env = words.map(String::from).collect();
+                    opts.images.insert(name, BaseImage { platform, env });
+                } else if let Some((k, v)) = line.split_once('=') {
+                    opts.build_args.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
+        let path = dir.join("Dockerfile");
+        let src = Source {
+            name: "Dockerfile".into(),
+            path: Some(path.clone()),
+            bytes: std::fs::read(&path).unwrap(),
+        };
+        let lint = LintOptions {
+            ignore: read_ignore(&src, dir).unwrap(),
+            all_stages: opts.target.is_none(),
+            explicit_platform: explicit,
+            ..LintOptions::default()
+        };
+        let report = check_with(&src, &opts, &lint).unwrap();
+        let mut text = String::new();
+        for w in &report.lints {
+            rules_seen.insert(w.rule.name);
+            let first = w.line();
+            let last = w.ranges.last().map_or(first, |r| r.end.line);
+            let span = if last > first {
+                format!("{first}-{last}")
+            } else {
+                first.to_string()
+            };
+            let sev = if w.severity == Severity::Error {
+                " (error)"
+            } else {
+                ""
+            };
+            text.push_str(&format!("{span} {}{sev}: {}\n", w.rule.name, w.detail));
+        }
+        for d in report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+        {
+            text.push_str(&format!(
+                "error {}: {}\n",
+                d.error.location.line, d.error.message
+            ));
+        }
+        if let Some(e) = report.lint_error() {
+            text.push_str(&format!("error: {e}\n"));
+        }
+        failures.extend(golden(&dir.join("lint.txt"), &text));
+        let pinned_json = dir.join("lint.json");
+        if pinned_json.exists() {
+            failures.extend(golden(
+                &pinned_json,
+                &(render_lints_json(&report, &src) + "\n"),
+            ));
+        }
+        let pinned_text = dir.join("lint-text.txt");
+        if pinned_text.exists() {
+            failures.extend(golden(
+                &pinned_text,
+                &wcbuild::ops::dockerfile::render_lints_text(&report, &src),
+            ));
+        }
+    }
+    // Every rule has a case that fires it.
+    for rule in wcbuild::dockerfile::lint::RULES {
+        if !rules_seen.contains(rule.name) {
+            failures.push(format!("no lint case fires {}", rule.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,7 +1,7 @@
 //! `wcbuild dockerfile parse|check|expand`: the Dockerfile front end on its own.
 
 use super::CliError;
-use crate::dockerfile::{Instruction, go_quote};
+use crate::dockerfile::{Instruction, LintOptions, go_quote};
 use crate::image::Platform;
 use crate::ops::dockerfile as ops;
 use crate::plan::{PlanOptions, command_words, format_platform};
@@ -15,8 +15,9 @@ pub enum DockerfileCommand {
     /// Print the instructions as parsed: directives applied, lines joined, heredocs read,
     /// nothing expanded
     Parse(ParseArgs),
-    /// Validate every instruction, stage and flag without building; exit 1 if anything is wrong
-    Check(PlanArgs),
+    /// Validate every instruction, stage and flag and run BuildKit's lint rules, without
+    /// building; exit 1 if anything is found
+    Check(CheckArgs),
     /// Print each stage's instructions with ARG and ENV values substituted
     Expand(ExpandArgs),
 }
@@ -53,6 +54,16 @@ pub struct PlanArgs {
     /// The stage to build
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// `text` (errors as file:line:column, lint findings as BuildKit prints them) or `json`
+    /// (the result of `docker buildx build --call=check,format=json`, on stdout)
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
 }
 
 #[derive(Debug, Args)]
@@ -175,12 +186,30 @@ fn plan_options(args: &PlanArgs) -> Result<PlanOptions, CliError> {
     })
 }
 
-fn check(args: PlanArgs) -> Result<ExitCode, CliError> {
-    let opts = plan_options(&args)?;
-    let src = read(&args.file)?;
-    let report = match ops::check(&src, &opts) {
+fn check(args: CheckArgs) -> Result<ExitCode, CliError> {
+    let opts = plan_options(&args.plan)?;
+    let src = read(&args.plan.file)?;
+    let json = args.format == "json";
+    let ignore = match ops::read_ignore(&src, &args.plan.file.context) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let lint = LintOptions {
+        ignore,
+        all_stages: opts.target.is_none(),
+        explicit_platform: args.plan.platform.is_some(),
+        ..LintOptions::default()
+    };
+    let report = match ops::check_with(&src, &opts, &lint) {
         Ok(r) => r,
         Err(e) => {
+            if json {
+                let out = ops::render_parse_error_json(&e, &src);
+                finish_output(writeln!(std::io::stdout().lock(), "{out}"))?;
+            }
             eprintln!("error: {e}");
             return Ok(ExitCode::from(1));
         }
@@ -188,18 +217,25 @@ fn check(args: PlanArgs) -> Result<ExitCode, CliError> {
     for d in &report.diagnostics {
         eprintln!("{d}");
     }
-    let errors = report.errors();
-    let warnings = report.diagnostics.len() - errors;
-    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
-    eprintln!(
-        "{}: {}, {} ({}, {})",
-        src.name,
-        plural(errors, "error"),
-        plural(warnings, "warning"),
-        plural(report.instructions, "instruction"),
-        plural(report.stages, "stage"),
-    );
-    Ok(if report.diagnostics.is_empty() {
+    if json {
+        let out = ops::render_lints_json(&report, &src);
+        finish_output(writeln!(std::io::stdout().lock(), "{out}"))?;
+    } else {
+        eprint!("{}", ops::render_lints_text(&report, &src));
+        if let Some(e) = report.lint_error() {
+            eprintln!("error: {e}");
+        }
+        let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+        eprintln!(
+            "{}: {}, {} ({}, {})",
+            src.name,
+            plural(report.errors(), "error"),
+            plural(report.warnings(), "warning"),
+            plural(report.instructions, "instruction"),
+            plural(report.stages, "stage"),
+        );
+    }
+    Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -209,7 +245,12 @@ fn check(args: PlanArgs) -> Result<ExitCode, CliError> {
 fn expand(args: ExpandArgs) -> Result<ExitCode, CliError> {
     let opts = plan_options(&args.plan)?;
     let src = read(&args.plan.file)?;
-    let (df, plan, diagnostics) = match ops::expand(&src, &opts) {
+    let ops::Expanded {
+        dockerfile: df,
+        plan,
+        diagnostics,
+        undefined,
+    } = match ops::expand_full(&src, &opts) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -218,6 +259,16 @@ fn expand(args: ExpandArgs) -> Result<ExitCode, CliError> {
     };
     for d in &diagnostics {
         eprintln!("{d}");
+    }
+    // Variables that expanded from nothing are shown, not silently blanked.
+    for w in &undefined {
+        eprintln!(
+            "warning: {}:{}: {}: {}",
+            src.name,
+            w.line(),
+            w.rule.name,
+            w.detail
+        );
     }
     let Some(plan) = plan else {
         return Ok(ExitCode::from(1));

@@ -550,80 +550,9 @@ pub fn check_stop_signal(sig: &str) -> Result<(), String> {
 }
 
 /// One `EXPOSE` word after expansion, as BuildKit reads a port spec
-/// (`[[ip:]host:]port[-end][/proto]`).
+/// (`[[ip:]host:]port[-end][/proto]`); see [`super::expose`].
 pub fn check_expose_port(raw: &str) -> Result<(), String> {
-    let parts: Vec<&str> = raw.split(':').collect();
-    let n = parts.len();
-    let (ip, host, container) = match n {
-        1 => (String::new(), "", parts[0]),
-        2 => (String::new(), parts[0], parts[1]),
-        _ => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
-    };
-    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
-    if port.is_empty() {
-        return Err(format!(
-            "invalid port: {}: no port specified",
-            go_quote(raw)
-        ));
-    }
-    if !matches!(proto.to_lowercase().as_str(), "" | "tcp" | "udp" | "sctp") {
-        return Err(format!(
-            "invalid port: {}: invalid proto: {proto}",
-            go_quote(raw)
-        ));
-    }
-    if !ip.is_empty() {
-        let bare = match ip.strip_prefix('[') {
-            Some(r) => r.strip_suffix(']').unwrap_or(r),
-            None => &ip,
-        };
-        if bare.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!("invalid IP address: {ip}"));
-        }
-    }
-    let (start, end) = port_range(port).map_err(|()| format!("invalid containerPort: {port}"))?;
-    if !host.is_empty() {
-        let (hs, he) = port_range(host).map_err(|()| format!("invalid hostPort: {host}"))?;
-        if end - start != he - hs && end != start {
-            return Err(format!(
-                "invalid ranges specified for container and host Ports: {port} and {host}"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `8000` or `8000-9000`, each 0–65535, the range not reversed.
-fn port_range(s: &str) -> Result<(i64, i64), ()> {
-    let number = |p: &str| -> Result<i64, ()> {
-        let digits = p.strip_prefix(['+', '-']).unwrap_or(p);
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(());
-        }
-        p.parse::<i64>()
-            .ok()
-            .filter(|n| (0..=65535).contains(n))
-            .ok_or(())
-    };
-    if s.is_empty() {
-        return Err(());
-    }
-    let (start, end) = match s.split_once('-') {
-        Some((a, b)) => (a, Some(b)),
-        None => (s, None),
-    };
-    let first = number(start)?;
-    match end {
-        None => Ok((first, first)),
-        Some(e) if e == start => Ok((first, first)),
-        Some(e) => {
-            let last = number(e)?;
-            if last < first {
-                return Err(());
-            }
-            Ok((first, last))
-        }
-    }
+    super::expose::parse(raw).map(|_| ())
 }
 
 /// `--chmod`: octal (`755`, `0644`) or symbolic (`u=rwX,go=rX`, `+x`).
@@ -1497,63 +1426,7 @@ pub struct StageRef {
     pub mount_target: Option<String>,
 }
 
-/// `# check=` as BuildKit reads it: `skip=<rules|all>`, `error=<bool>`, `experimental=…`,
-/// separated by `;`. Only the text before the first space counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LintConfig {
-    /// `skip=all`.
-    pub skip_all: bool,
-    /// Rules named in `skip=`.
-    pub skip: Vec<String>,
-    /// `error=true`: lint warnings fail the build.
-    pub error: bool,
-}
-
-impl LintConfig {
-    /// Reads a `# check=` value; the message is BuildKit's.
-    pub fn parse(directive: &str) -> Result<LintConfig, String> {
-        let value = directive.split(' ').next().unwrap_or("").trim();
-        let mut cfg = LintConfig::default();
-        if value.is_empty() {
-            return Ok(cfg);
-        }
-        let list =
-            |v: &str| -> Vec<String> { v.split(',').map(|r| r.trim().to_string()).collect() };
-        for part in value.splitn(3, ';') {
-            let Some((k, v)) = part.split_once('=') else {
-                return Err(format!("invalid check option {}", go_quote(part)));
-            };
-            match k.trim() {
-                "skip" if v.trim() == "all" => cfg.skip_all = true,
-                "skip" => cfg.skip = list(v.trim()),
-                "experimental" => {}
-                "error" => {
-                    let b = v.trim();
-                    cfg.error = parse_go_bool(b).ok_or_else(|| {
-                        format!(
-                            "failed to parse check option {}: strconv.ParseBool: parsing {}: invalid syntax",
-                            go_quote(part),
-                            go_quote(b)
-                        )
-                    })?;
-                }
-                other => return Err(format!("invalid check option {}", go_quote(other))),
-            }
-        }
-        Ok(cfg)
-    }
-
-    /// How a lint rule's finding is reported: `None` when the rule is skipped.
-    pub fn severity(&self, rule: &str) -> Option<Severity> {
-        if self.skip_all || self.skip.iter().any(|r| r == rule) {
-            None
-        } else if self.error {
-            Some(Severity::Error)
-        } else {
-            Some(Severity::Warning)
-        }
-    }
-}
+pub use super::lint::LintConfig;
 
 /// Where to point for a problem in `inst`.
 pub fn locate(df: &Dockerfile, inst: &Instruction, near: Option<&str>) -> Location {
@@ -1606,10 +1479,8 @@ pub fn check(df: &Dockerfile) -> Checked {
     };
     // BuildKit's linter finds `# check=` on its own (see `find_directive`).
     let directive = find_directive(&df.lines, "check");
-    let lint = match directive.map(|(v, line)| (LintConfig::parse(&v), line)) {
-        None => LintConfig::default(),
-        Some((Ok(cfg), _)) => cfg,
-        Some((Err(m), line)) => {
+    if let Some((Err(m), line)) = directive.map(|(v, line)| (LintConfig::parse(&v), line)) {
+        {
             let text = df
                 .lines
                 .get(line.wrapping_sub(1))
@@ -1628,9 +1499,8 @@ pub fn check(df: &Dockerfile) -> Checked {
                     message: format!("failed to parse check options: {m}"),
                 },
             });
-            LintConfig::default()
         }
-    };
+    }
     // `RUN --device` needs a labs frontend (`# syntax=docker/dockerfile:1-labs`).
     let labs = df
         .directives
@@ -1718,34 +1588,6 @@ pub fn check(df: &Dockerfile) -> Checked {
                 platform,
             }) => {
                 let index = out.stages.len();
-                if let Some(n) = name {
-                    let written = inst.args.get(2).map(String::as_str);
-                    if (n == "scratch" || n == "context")
-                        && let Some(sev) = lint.severity("ReservedStageName")
-                    {
-                        diag(
-                            &mut out,
-                            inst,
-                            sev,
-                            format!(
-                                "Stage name should not use the same name as reserved stage {n:?}"
-                            ),
-                            written,
-                        );
-                    }
-                    // A lint in BuildKit: the later stage of that name wins.
-                    if out.stages.iter().any(|s| s.name.as_deref() == Some(n))
-                        && let Some(sev) = lint.severity("DuplicateStageName")
-                    {
-                        diag(
-                            &mut out,
-                            inst,
-                            sev,
-                            format!("Duplicate stage name {n:?}, stage names should be unique"),
-                            written,
-                        );
-                    }
-                }
                 out.stages.push(StageInfo {
                     index,
                     name: name.clone(),
@@ -2064,7 +1906,6 @@ mod tests {
 
     #[test]
     fn stages_and_from_targets() {
-        assert!(problems("FROM a AS b\nFROM c AS B\n")[0].starts_with("Duplicate stage name"));
         assert!(problems("FROM a AS 1x\n")[0].starts_with("invalid name for build stage"));
         assert!(problems("FROM a AS b\nCOPY --from=b x y\n")[0].starts_with("circular dependency"));
         assert!(problems("FROM a\nCOPY --from=3 x y\n")[0].starts_with("invalid stage index 3"));
@@ -2146,34 +1987,17 @@ mod tests {
     }
 
     #[test]
-    fn lint_config_and_lints() {
+    fn lint_rules_are_not_check_problems() {
+        // Stage-name lints are the linter's (see `lint`); `check` reports only a bad
+        // `# check=` value.
+        assert!(problems("FROM a AS b\nFROM c AS B\n").is_empty());
+        assert!(problems("# check=error=true\nFROM a AS b\nFROM c AS B\n").is_empty());
         assert_eq!(
-            LintConfig::parse("skip=A,B;error=true").unwrap(),
-            LintConfig {
-                skip_all: false,
-                skip: vec!["A".into(), "B".into()],
-                error: true
-            }
+            problems("# check=error=maybe\nFROM a\n"),
+            [
+                "failed to parse check options: failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"
+            ]
         );
-        // Only the text before the first space counts.
-        assert!(!LintConfig::parse("skip=all error=maybe").unwrap().error);
-        assert_eq!(
-            LintConfig::parse("error=maybe").unwrap_err(),
-            "failed to parse check option \"error=maybe\": strconv.ParseBool: parsing \"maybe\": invalid syntax"
-        );
-        assert_eq!(
-            LintConfig::parse("nope").unwrap_err(),
-            "invalid check option \"nope\""
-        );
-        let df = parse(b"FROM a AS b\nFROM c AS B\n", "Dockerfile").unwrap();
-        assert_eq!(check(&df).diagnostics[0].severity, Severity::Warning);
-        let df = parse(b"# check=error=true\nFROM a AS b\nFROM c AS B\n", "D").unwrap();
-        assert_eq!(check(&df).diagnostics[0].severity, Severity::Error);
-        let df = parse(
-            b"# check=skip=DuplicateStageName\nFROM a AS b\nFROM c AS b\n",
-            "D",
-        );
-        assert!(check(&df.unwrap()).diagnostics.is_empty());
         // Flags BuildKit never reads are only a warning.
         let df = parse(
             b"FROM a\nARG --x=1 V\nHEALTHCHECK --interval=1s NONE\n",

@@ -516,6 +516,23 @@ impl IgnoreFile {
         matched
     }
 
+    /// patternmatcher's `MatchesOrParentMatches` as it is, without the context-root rule of
+    /// [`IgnoreFile::is_excluded`]: `.` is matched like any name (`*` matches it). The linter
+    /// asks this about `COPY` sources.
+    pub fn matches_or_parent_matches(&self, path: &str) -> bool {
+        let path = clean(path);
+        let mut matched = false;
+        for p in &self.patterns {
+            if p.exception != matched {
+                continue;
+            }
+            if p.matches_or_parent(&path) {
+                matched = !p.exception;
+            }
+        }
+        matched
+    }
+
     /// The incremental form for walkers: pass the parent directory's [`MatchInfo`] (or the
     /// default for entries at the root) and get this entry's verdict and its own info to pass
     /// to its children (patternmatcher's `MatchesUsingParentResults`).

@@ -129,6 +129,11 @@ pub struct Instruction {
     /// For `ENV`/`LABEL`: written in the legacy `KEY value` form.
     #[serde(skip)]
     pub legacy_key_value: bool,
+    /// The comment lines BuildKit attaches to the instruction (its `PrevComment`): every
+    /// comment since the previous instruction, `#` and blanks trimmed, reset by a bare `#`,
+    /// parser directives left out. They carry `# check=` overrides and descriptions.
+    #[serde(skip)]
+    pub comments: Vec<String>,
 }
 
 impl Instruction {
@@ -163,28 +168,10 @@ impl DirectiveParser {
             self.done = true;
             return Ok(None);
         };
-        let rest = rest.trim_start();
-        // ^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$
-        let key_len = rest
-            .char_indices()
-            .take_while(|&(i, c)| {
-                if i == 0 {
-                    c.is_ascii_alphabetic()
-                } else {
-                    c.is_ascii_alphanumeric()
-                }
-            })
-            .count();
-        let after = rest[key_len..].trim_start_matches(is_re_space);
-        let value = after.strip_prefix('=').map(directive_value);
-        let (key, value) = match value {
-            Some(v) if key_len > 0 && !v.is_empty() && !v.contains('\n') => (&rest[..key_len], v),
-            _ => {
-                self.done = true;
-                return Ok(None);
-            }
+        let Some((key, value)) = directive_parts(rest) else {
+            self.done = true;
+            return Ok(None);
         };
-        let key = key.to_ascii_lowercase();
         if !matches!(key.as_str(), "syntax" | "escape" | "check") {
             self.done = true;
             return Ok(None);
@@ -195,6 +182,28 @@ impl DirectiveParser {
         self.seen.push(key.clone());
         Ok(Some(Directive { name: key, value }))
     }
+}
+
+/// `key=value` as a directive reads it once its prefix (`#`) is gone: leading blanks
+/// skipped, then `^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`. The key comes back in lower case.
+pub fn directive_parts(rest: &str) -> Option<(String, &str)> {
+    let rest = rest.trim_start();
+    let key_len = rest
+        .char_indices()
+        .take_while(|&(i, c)| {
+            if i == 0 {
+                c.is_ascii_alphabetic()
+            } else {
+                c.is_ascii_alphanumeric()
+            }
+        })
+        .count();
+    let after = rest[key_len..].trim_start_matches(is_re_space);
+    let value = after.strip_prefix('=').map(directive_value)?;
+    if key_len == 0 || value.is_empty() || value.contains('\n') {
+        return None;
+    }
+    Some((rest[..key_len].to_ascii_lowercase(), value))
 }
 
 /// A directive as BuildKit's frontend looks one up for its own use (`# check=` for the
@@ -279,6 +288,8 @@ struct Parser<'a> {
     directives: DirectiveParser,
     syntax: Option<String>,
     check: Option<String>,
+    /// Set by `process_line` when the line was a parser directive.
+    was_directive: bool,
 }
 
 fn trim_newline(s: &str) -> &str {
@@ -307,6 +318,7 @@ impl<'a> Parser<'a> {
             },
             syntax: None,
             check: None,
+            was_directive: false,
         }
     }
 
@@ -361,6 +373,7 @@ impl<'a> Parser<'a> {
         if strip_left {
             token = token.trim_start();
         }
+        self.was_directive = false;
         match self.directives.parse_line(token) {
             Err(m) => return Err(self.error(number, 1, 1, m)),
             Ok(Some(d)) => {
@@ -382,6 +395,7 @@ impl<'a> Parser<'a> {
                     "syntax" => self.syntax = Some(d.value.to_string()),
                     _ => self.check = Some(d.value.to_string()),
                 }
+                self.was_directive = true;
                 return Ok(String::new());
             }
             Ok(None) => {}
@@ -395,6 +409,7 @@ impl<'a> Parser<'a> {
     fn run(mut self) -> Result<Dockerfile, ParseError> {
         let mut instructions = Vec::new();
         let mut warnings = Vec::new();
+        let mut comments: Vec<String> = Vec::new();
         let mut i = 0; // index of the next physical line
         let raw = self.raw.clone();
         while i < raw.len() {
@@ -406,7 +421,22 @@ impl<'a> Parser<'a> {
             };
             self.check_length(first, number)?;
             i += 1;
+            if is_comment(first) {
+                // BuildKit drops the line's first byte, not the `#`: an indented comment
+                // keeps its `#` (`  # x` gives `# x`).
+                let mut rest = first.chars();
+                rest.next();
+                let comment = rest.as_str().trim();
+                if comment.is_empty() {
+                    comments.clear();
+                } else {
+                    comments.push(comment.to_string());
+                }
+            }
             let processed = self.process_line(first, true, number)?;
+            if self.was_directive {
+                comments.pop();
+            }
             let start_line = number;
             let (mut joined, mut ended) = self.trim_continuation(&processed);
             if ended && joined.is_empty() {
@@ -432,11 +462,12 @@ impl<'a> Parser<'a> {
             }
             let mut end_line = i;
             if empty_continuation {
+                // BuildKit reports it at the last line of the joined instruction.
                 warnings.push(self.error(
-                    start_line,
-                    self.first_column(start_line),
+                    i,
+                    self.first_column(i),
                     1,
-                    "empty continuation line found: empty continuation lines will become errors in a future release".into(),
+                    "NoEmptyContinuation: Empty continuation line (empty continuation lines will become errors in a future release)".into(),
                 ));
             }
             let column = self.first_column(start_line);
@@ -482,6 +513,7 @@ impl<'a> Parser<'a> {
                 }
             }
             inst.end_line = end_line;
+            inst.comments = std::mem::take(&mut comments);
             if let Some(inner) = inst.onbuild.as_mut() {
                 inner.line = start_line;
                 inner.end_line = end_line;
@@ -592,6 +624,7 @@ impl<'a> Parser<'a> {
             original: line.to_string(),
             column,
             legacy_key_value: false,
+            comments: Vec::new(),
         };
         let rest = args_text.as_str();
         match cmd.as_str() {

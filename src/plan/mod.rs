@@ -17,11 +17,19 @@
 //! - Every `$` in one instruction sees the values from before that instruction.
 //! - Variable names compare case-insensitively in Windows stages, as Windows does.
 
+pub mod lint;
+
 use crate::dockerfile::check::{self, ArgDecl, Checked, Command, CopySpec, KeyValue, Mount};
 use crate::dockerfile::lexer::{Env, Lexer};
+use crate::dockerfile::lint::{self as dflint, LintOptions, LintWarning, Linter};
 use crate::dockerfile::{Diagnostic, Dockerfile, Location, ParseError, Severity, check::locate};
 use crate::image::Platform;
-use std::collections::BTreeMap;
+use lint as plint;
+use lint::{Findings, StageLint, collect};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The `PATH` BuildKit gives a non-Windows stage whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The build arguments BuildKit defines without an `ARG` in the file; they still need an `ARG`
 /// in a stage to be expanded there (they are passed to `RUN` steps regardless).
@@ -224,16 +232,6 @@ impl Ctx<'_> {
             },
         });
     }
-    fn warn(&mut self, instruction: usize, message: String, near: Option<&str>) {
-        let inst = &self.df.instructions[instruction];
-        self.diagnostics.push(Diagnostic {
-            severity: Severity::Warning,
-            error: ParseError {
-                location: locate(self.df, inst, near),
-                message,
-            },
-        });
-    }
 }
 
 /// A word expander bound to a scope; remembers unset names.
@@ -241,6 +239,8 @@ struct Expander<'a> {
     lexer: &'a Lexer,
     scope: &'a Scope,
     unset: Vec<String>,
+    /// The names each expanded word left unset, word by word (BuildKit reports per word).
+    per_word: Vec<BTreeSet<String>>,
 }
 
 impl Expander<'_> {
@@ -249,12 +249,18 @@ impl Expander<'_> {
             .lexer
             .process_word(w, self.scope)
             .map_err(|e| e.to_string())?;
-        for u in p.unmatched {
-            if !self.unset.contains(&u) {
-                self.unset.push(u);
+        self.note(&p.unmatched);
+        Ok(p.result)
+    }
+    fn note(&mut self, unmatched: &BTreeSet<String>) {
+        for u in unmatched {
+            if !self.unset.contains(u) {
+                self.unset.push(u.clone());
             }
         }
-        Ok(p.result)
+        if !unmatched.is_empty() {
+            self.per_word.push(unmatched.clone());
+        }
     }
     fn words(&mut self, w: &str) -> Result<Vec<String>, String> {
         self.lexer
@@ -266,20 +272,87 @@ impl Expander<'_> {
     }
 }
 
+/// What planning found.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The expanded build; `None` when a problem is an error.
+    pub plan: Option<Plan>,
+    /// Expansion errors, undefined `--target`, `STOPSIGNAL` in a Windows stage, …
+    pub diagnostics: Vec<Diagnostic>,
+    /// BuildKit's lint findings, in the order BuildKit reports them (empty when planning
+    /// without linting).
+    pub lints: Vec<LintWarning>,
+}
+
 /// Expands every stage of a checked Dockerfile. Returns the plan and the problems found
-/// (expansion errors, undefined ARGs in `FROM`, `STOPSIGNAL` in a Windows stage, an unknown
-/// `--target`, …); the plan is `None` when a problem is an error.
+/// (expansion errors, `STOPSIGNAL` in a Windows stage, an unknown `--target`, …); the plan is
+/// `None` when a problem is an error. Lint rules are not run; see [`plan_and_lint`].
 pub fn plan(
     df: &Dockerfile,
     checked: &Checked,
     opts: &PlanOptions,
 ) -> (Option<Plan>, Vec<Diagnostic>) {
+    let p = plan_inner(df, checked, opts, None);
+    (p.plan, p.diagnostics)
+}
+
+/// [`plan`], and every BuildKit lint rule with it: the file-level rules of
+/// [`crate::dockerfile::lint::lint_parsed`] and those that need scopes, base images and the
+/// stage graph. `# check=` and `BUILDKIT_DOCKERFILE_CHECK` (from `opts.build_args`) decide
+/// which rules run and whether findings are errors. Instruction rules cover the stages
+/// `--target` needs, or every stage with `lint.all_stages`.
+pub fn plan_and_lint(
+    df: &Dockerfile,
+    checked: &Checked,
+    opts: &PlanOptions,
+    lint: &LintOptions,
+) -> Planned {
+    plan_inner(df, checked, opts, Some(lint))
+}
+
+fn plan_inner(
+    df: &Dockerfile,
+    checked: &Checked,
+    opts: &PlanOptions,
+    lint_opts: Option<&LintOptions>,
+) -> Planned {
     let mut ctx = Ctx {
         df,
         lexer: Lexer::new(df.directives.escape),
         diagnostics: Vec::new(),
     };
-    let target_name = opts.target.clone().unwrap_or_else(|| "default".into());
+    let linting = lint_opts.is_some();
+    let no_lint = LintOptions::default();
+    let lo = lint_opts.unwrap_or(&no_lint);
+    let (base_cfg, cfg_error) = dflint::base_config(df, &opts.build_args);
+    if let Some(message) =
+        cfg_error.filter(|_| opts.build_args.contains_key(dflint::CHECK_BUILD_ARG))
+    {
+        // (A bad `# check=` directive is reported by `check` already.)
+        ctx.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            error: ParseError {
+                location: Location {
+                    file: df.file.clone(),
+                    ..Location::default()
+                },
+                message,
+            },
+        });
+    }
+    let mut findings = Findings::default();
+    if linting {
+        findings.parsed = collect(|l| dflint::lint_parsed(df, checked, &base_cfg, l));
+    }
+    // TARGETSTAGE: the stage being built, the last one unless `--target` says.
+    let target_name = match &opts.target {
+        Some(t) => t.clone(),
+        None => checked
+            .stages
+            .last()
+            .and_then(|s| s.name.clone())
+            .unwrap_or_else(|| "default".into()),
+    };
     let mut global = default_args(opts, &target_name);
     let mut declared: Vec<String> = Vec::new();
 
@@ -289,11 +362,14 @@ pub fn plan(
         .first()
         .map(|s| s.instruction)
         .unwrap_or(df.instructions.len());
+    let mut meta_args: Vec<&ArgDecl> = Vec::new();
     for (i, cmd) in checked.commands.iter().enumerate().take(first_from) {
         let Some(Command::Arg(decls)) = cmd else {
             continue;
         };
-        for ArgDecl { name, default } in decls {
+        for decl in decls {
+            let ArgDecl { name, default } = decl;
+            meta_args.push(decl);
             declared.push(name.clone());
             let value = match opts.build_args.get(name) {
                 Some(v) => Some(v.clone()),
@@ -313,21 +389,44 @@ pub fn plan(
             }
         }
     }
+    // The names UndefinedArgInFrom accepts: every global ARG and predefined argument.
+    let mut from_known: BTreeSet<String> = meta_args.iter().map(|d| d.name.clone()).collect();
+    from_known.extend(global.vars().iter().map(|(k, _)| k.clone()));
+    if linting {
+        findings.parsed.extend(collect(|l| {
+            invalid_default_args(
+                l,
+                &ctx.lexer,
+                df,
+                checked,
+                opts,
+                &target_name,
+                &meta_args,
+                &base_cfg,
+            )
+        }));
+    }
 
     let mut stages: Vec<Stage> = Vec::new();
+    let mut stage_lints: Vec<StageLint> = Vec::new();
     for info in &checked.stages {
         let from_idx = info.instruction;
+        let from_inst = df.instructions.get(from_idx);
+        let stage_cfg = plint::config_for(&base_cfg, from_inst);
+        let from_at = plint::at(df, from_idx);
         // FROM: base and platform expanded with the global scope only.
         let base = match ctx.lexer.process_word(&info.base, &global) {
             Ok(p) => {
-                for u in &p.unmatched {
-                    if !declared.contains(u) && global.get(u).is_none() {
-                        ctx.warn(
-                            from_idx,
-                            format!("FROM argument '{u}' is not declared (UndefinedArgInFrom): declare it with ARG before the first FROM"),
-                            Some(u),
-                        );
-                    }
+                if linting {
+                    findings.from.extend(collect(|l| {
+                        plint::undefined_from_args(
+                            l,
+                            &stage_cfg,
+                            &from_at,
+                            &p.unmatched,
+                            &from_known,
+                        )
+                    }));
                 }
                 p.result
             }
@@ -354,25 +453,61 @@ pub fn plan(
             .rposition(|s| s.name.as_deref() == Some(base.to_lowercase().as_str()));
         let mut platform = match &info.platform {
             Some(p) => match ctx.lexer.process_word(p, &global) {
-                Ok(r) if r.result.is_empty() => {
-                    ctx.error(
-                        from_idx,
-                        format!("empty platform value from expression {p}"),
-                        Some(p),
-                    );
-                    opts.target_platform.clone()
-                }
-                Ok(r) => match Platform::parse(&r.result) {
-                    Ok(pl) => pl,
-                    Err(e) => {
+                Ok(r) => {
+                    if linting {
+                        findings.from.extend(collect(|l| {
+                            plint::undefined_from_args(
+                                l,
+                                &stage_cfg,
+                                &from_at,
+                                &r.unmatched,
+                                &from_known,
+                            );
+                            plint::from_platform(
+                                l,
+                                &stage_cfg,
+                                &from_at,
+                                p,
+                                &r,
+                                global.get("TARGETPLATFORM"),
+                                info.name.as_deref().unwrap_or(""),
+                            );
+                        }));
+                    }
+                    if r.result.is_empty() {
+                        // BuildKit suggests a global name for a misspelt variable.
+                        let hint = r
+                            .unmatched
+                            .iter()
+                            .find_map(|u| {
+                                crate::dockerfile::error::suggest(
+                                    u,
+                                    global.vars().iter().map(|(k, _)| k.as_str()),
+                                    true,
+                                )
+                            })
+                            .map(|m| format!(" (did you mean {m}?)"))
+                            .unwrap_or_default();
                         ctx.error(
                             from_idx,
-                            format!("failed to parse platform {p}: {e}"),
+                            format!("empty platform value from expression {p}{hint}"),
                             Some(p),
                         );
                         opts.target_platform.clone()
+                    } else {
+                        match Platform::parse(&r.result) {
+                            Ok(pl) => pl,
+                            Err(e) => {
+                                ctx.error(
+                                    from_idx,
+                                    format!("failed to parse platform {p}: {e}"),
+                                    Some(p),
+                                );
+                                opts.target_platform.clone()
+                            }
+                        }
                     }
-                },
+                }
                 Err(e) => {
                     ctx.error(
                         from_idx,
@@ -384,7 +519,27 @@ pub fn plan(
             },
             None => opts.target_platform.clone(),
         };
-        let image = opts.images.get(&base);
+        let image = opts.images.get(&base).filter(|_| base_stage.is_none());
+        if let Some(img) = image
+            && linting
+        {
+            // What BuildKit asks the registry for, compared with what came back.
+            let expected = if info.platform.is_some() || lo.explicit_platform {
+                platform.clone()
+            } else {
+                plint::autodetect_platform(
+                    &img.platform,
+                    &opts.target_platform,
+                    &opts.build_platform,
+                )
+            };
+            let found = collect(|l| {
+                plint::base_image_platform(l, &base_cfg, &from_at, &base, &expected, &img.platform)
+            });
+            findings
+                .resolve
+                .extend(found.into_iter().map(|w| (info.index, w)));
+        }
         if let (None, Some(img)) = (&info.platform, image) {
             platform = img.platform.clone();
         }
@@ -405,10 +560,23 @@ pub fn plan(
                         env.push((k.to_string(), v.to_string()));
                     }
                 }
+                // BuildKit sets a PATH on every non-Windows stage whose image has none
+                // (`FROM scratch` included).
+                if platform.os != "windows" && !env.iter().any(|(k, _)| k == "PATH") {
+                    scope.set("PATH", DEFAULT_PATH);
+                    env.push(("PATH".into(), DEFAULT_PATH.into()));
+                }
                 (scope, env)
             }
         };
         scope.ignore_case = platform.os == "windows";
+        let mut sl = match base_stage {
+            Some(b) => stage_lints[b].child(),
+            None => StageLint {
+                shell_set: lo.image_shells.get(&base).is_some_and(|s| !s.is_empty()),
+                ..StageLint::default()
+            },
+        };
         let end = checked
             .stages
             .get(info.index + 1)
@@ -419,21 +587,115 @@ pub fn plan(
             let Some(cmd) = &checked.commands[i] else {
                 continue;
             };
+            let inst = &df.instructions[i];
+            let cfg = plint::config_for(&base_cfg, Some(inst));
+            let here = plint::at(df, i);
+            let mut found = Linter::default();
             let mut x = Expander {
                 lexer: &ctx.lexer,
                 scope: &scope,
                 unset: Vec::new(),
+                per_word: Vec::new(),
             };
             let result = expand_command(cmd, &mut x, &platform);
-            let unset = x.unset;
+            let mut unset = x.unset;
+            if linting {
+                for u in &x.per_word {
+                    plint::undefined_vars(&mut found, &cfg, &here, u, &sl.args, &scope);
+                }
+            }
             let command = match result {
                 Ok(c) => c,
                 Err(e) => {
                     ctx.error(i, e, None);
+                    findings
+                        .dispatch
+                        .extend(found.warnings.into_iter().map(|w| (info.index, w)));
                     continue;
                 }
             };
-            // Apply the step to the scope.
+            // The rules of each instruction, then the step applied to the scope.
+            match &command {
+                Command::Env(pairs) => {
+                    for kv in pairs {
+                        if inst.legacy_key_value {
+                            found.run(
+                                &cfg,
+                                &dflint::LEGACY_KEY_VALUE_FORMAT,
+                                here.clone(),
+                                dflint::detail::legacy_key_value_format(&inst.keyword),
+                            );
+                        }
+                        if dflint::is_secret_key(&kv.key) {
+                            found.run(
+                                &cfg,
+                                &dflint::SECRETS_USED_IN_ARG_OR_ENV,
+                                here.clone(),
+                                dflint::detail::secrets_used_in_arg_or_env("ENV", &kv.key),
+                            );
+                        }
+                    }
+                }
+                Command::Label(_) if inst.legacy_key_value => found.run(
+                    &cfg,
+                    &dflint::LEGACY_KEY_VALUE_FORMAT,
+                    here.clone(),
+                    dflint::detail::legacy_key_value_format(&inst.keyword),
+                ),
+                Command::Workdir(w) => {
+                    if !sl.workdir_set && !plint::is_abs_path(w, &platform.os) {
+                        found.run(
+                            &cfg,
+                            &dflint::WORKDIR_RELATIVE_PATH,
+                            here.clone(),
+                            dflint::detail::workdir_relative_path(w),
+                        );
+                    }
+                    sl.workdir_set = true;
+                }
+                Command::Cmd(line) | Command::Entrypoint(line) => {
+                    let tracker = if matches!(command, Command::Cmd(_)) {
+                        &mut sl.cmd
+                    } else {
+                        &mut sl.entrypoint
+                    };
+                    if let Some(prev) = tracker.replace(i) {
+                        found.run(
+                            &cfg,
+                            &dflint::MULTIPLE_INSTRUCTIONS_DISALLOWED,
+                            plint::at(df, prev),
+                            dflint::detail::multiple_instructions_disallowed(&inst.keyword),
+                        );
+                    }
+                    if line.prepend_shell && !sl.shell_set {
+                        found.run(
+                            &cfg,
+                            &dflint::JSON_ARGS_RECOMMENDED,
+                            here.clone(),
+                            dflint::detail::json_args_recommended(&inst.keyword),
+                        );
+                    }
+                }
+                Command::Healthcheck(_) => {
+                    if let Some(prev) = sl.healthcheck.replace(i) {
+                        found.run(
+                            &cfg,
+                            &dflint::MULTIPLE_INSTRUCTIONS_DISALLOWED,
+                            plint::at(df, prev),
+                            dflint::detail::multiple_instructions_disallowed(&inst.keyword),
+                        );
+                    }
+                }
+                Command::Shell(_) => sl.shell_set = true,
+                Command::Expose(ports) => plint::expose_ports(&mut found, &cfg, &here, ports),
+                Command::Copy(spec) if spec.from.is_none() => {
+                    plint::copy_ignored(&mut found, &cfg, &here, lo.ignore.as_ref(), spec, false)
+                }
+                Command::Add(spec) => {
+                    plint::copy_ignored(&mut found, &cfg, &here, lo.ignore.as_ref(), spec, true)
+                }
+                _ => {}
+            }
             match &command {
                 Command::Env(pairs) => {
                     for kv in pairs {
@@ -455,11 +717,36 @@ pub fn plan(
                     let mut resolved = Vec::new();
                     for d in decls {
                         declared.push(d.name.clone());
+                        if dflint::is_secret_key(&d.name) {
+                            found.run(
+                                &cfg,
+                                &dflint::SECRETS_USED_IN_ARG_OR_ENV,
+                                here.clone(),
+                                dflint::detail::secrets_used_in_arg_or_env("ARG", &d.name),
+                            );
+                        }
                         let value = if let Some(v) = opts.build_args.get(&d.name) {
                             Some(v.clone())
                         } else if let Some(def) = &d.default {
                             match ctx.lexer.process_word(def, &scope) {
-                                Ok(p) => Some(p.result),
+                                Ok(p) => {
+                                    if linting {
+                                        plint::undefined_vars(
+                                            &mut found,
+                                            &cfg,
+                                            &here,
+                                            &p.unmatched,
+                                            &sl.args,
+                                            &scope,
+                                        );
+                                    }
+                                    for u in &p.unmatched {
+                                        if !unset.contains(u) {
+                                            unset.push(u.clone());
+                                        }
+                                    }
+                                    Some(p.result)
+                                }
                                 Err(e) => {
                                     ctx.error(i, e.to_string(), Some(def));
                                     None
@@ -471,11 +758,15 @@ pub fn plan(
                         if let Some(v) = &value {
                             scope.set(&d.name, v);
                         }
+                        sl.args.push(d.name.clone());
                         resolved.push(ArgDecl {
                             name: d.name.clone(),
                             default: value,
                         });
                     }
+                    findings
+                        .dispatch
+                        .extend(found.warnings.into_iter().map(|w| (info.index, w)));
                     steps.push(Step {
                         instruction: i,
                         command: Command::Arg(resolved),
@@ -492,12 +783,16 @@ pub fn plan(
                 }
                 _ => {}
             }
+            findings
+                .dispatch
+                .extend(found.warnings.into_iter().map(|w| (info.index, w)));
             steps.push(Step {
                 instruction: i,
                 command,
                 unset,
             });
         }
+        stage_lints.push(sl);
         stages.push(Stage {
             index: info.index,
             name: info.name.clone(),
@@ -562,13 +857,91 @@ pub fn plan(
         .diagnostics
         .iter()
         .any(|d| d.severity == Severity::Error);
+    // Instruction rules run where BuildKit dispatches: every stage for a check without
+    // `--target`, else the stages the target needs.
+    let linted: Vec<bool> = if lo.all_stages {
+        vec![true; stages.len()]
+    } else {
+        reachable_stages(checked, &stages, target)
+    };
+    let lints = if linting {
+        findings.finish(&linted)
+    } else {
+        Vec::new()
+    };
     let plan = (!failed && !stages.is_empty()).then_some(Plan {
         global,
         stages,
         target,
         unused_build_args,
     });
-    (plan, ctx.diagnostics)
+    Planned {
+        plan,
+        diagnostics: ctx.diagnostics,
+        lints,
+    }
+}
+
+/// The stages building `target` needs: its base stages and the stages `COPY --from` and
+/// `RUN --mount=from=` read, transitively.
+fn reachable_stages(checked: &Checked, stages: &[Stage], target: usize) -> Vec<bool> {
+    let mut reach = vec![false; stages.len()];
+    let mut todo = vec![target];
+    while let Some(s) = todo.pop() {
+        if s >= reach.len() || reach[s] {
+            continue;
+        }
+        reach[s] = true;
+        if let Some(b) = stages[s].base_stage {
+            todo.push(b);
+        }
+        todo.extend(
+            checked
+                .stage_refs
+                .iter()
+                .filter(|r| r.stage == s)
+                .map(|r| r.source),
+        );
+    }
+    reach
+}
+
+/// InvalidDefaultArgInFrom: each stage's base expanded with the global ARGs' defaults alone
+/// (no `--build-arg`) must still be an image reference. Gives up at the first expansion
+/// error, as BuildKit does.
+#[allow(clippy::too_many_arguments)]
+fn invalid_default_args(
+    out: &mut Linter,
+    lexer: &Lexer,
+    df: &Dockerfile,
+    checked: &Checked,
+    opts: &PlanOptions,
+    target_name: &str,
+    meta_args: &[&ArgDecl],
+    cfg: &dflint::LintConfig,
+) {
+    let mut defaults = default_args(opts, target_name);
+    for d in meta_args {
+        if let Some(v) = &d.default {
+            match lexer.process_word(v, &defaults) {
+                Ok(p) => defaults.set(&d.name, &p.result),
+                Err(_) => return,
+            }
+        }
+    }
+    for st in &checked.stages {
+        let Ok(p) = lexer.process_word(&st.base, &defaults) else {
+            return;
+        };
+        if crate::image::Reference::parse(&p.result).is_err() {
+            out.run(
+                cfg,
+                &dflint::INVALID_DEFAULT_ARG_IN_FROM,
+                plint::at(df, st.instruction),
+                dflint::detail::invalid_default_arg_in_from(&st.base),
+            );
+        }
+    }
 }
 
 fn expand_pairs(pairs: &[KeyValue], x: &mut Expander) -> Result<Vec<KeyValue>, String> {
@@ -599,10 +972,11 @@ fn expand_copy(spec: &CopySpec, x: &mut Expander) -> Result<CopySpec, String> {
     raw.skip_process_quotes = true;
     for doc in &mut out.inline {
         if doc.expand {
-            doc.content = raw
+            let p = raw
                 .process_word(&doc.content, x.scope)
-                .map_err(|e| e.to_string())?
-                .result;
+                .map_err(|e| e.to_string())?;
+            x.note(&p.unmatched);
+            doc.content = p.result;
         }
     }
     Ok(out)
