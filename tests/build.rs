@@ -1423,3 +1423,81 @@ fn add_checks_out_git_repositories() {
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
+
+#[test]
+fn lint_findings_are_printed_once_at_the_end_and_check_exits_without_building() {
+    let root = tempdir("lint");
+    let fixture = repo().join("fixtures/nanoserver.tar");
+    let (code, _, err) = wcbuild(&root, &["load", "-i", fixture.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM mcr.microsoft.com/windows/nanoserver:multi as base\nCOPY a.txt /a/\nCMD echo hi\n",
+        ),
+        ("a.txt", "a"),
+    ]);
+    let c = ctx.to_str().unwrap();
+    // Two platforms, one summary, after the build.
+    let (code, out, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--platform",
+            "windows/amd64:ltsc2019,windows/amd64:ltsc2022",
+            c,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("sha256:"));
+    assert_eq!(err.matches(" 2 warnings found:").count(), 1, "{err}");
+    let summary = err.split(" 2 warnings found:").nth(1).unwrap();
+    assert!(
+        summary.contains(" - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)"),
+        "{err}"
+    );
+    assert!(summary.contains(" - JSONArgsRecommended:"), "{err}");
+    assert!(!summary.contains("[stage"), "the summary comes last: {err}");
+    // --check: the findings in BuildKit's text, exit 1, nothing built.
+    let before = fs::read_to_string(root.join("index.json")).unwrap();
+    let (code, out, _) = wcbuild(&root, &["build", "--check", "-t", "not:built", c], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(
+            "WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/"
+        ),
+        "{out}"
+    );
+    assert_eq!(fs::read_to_string(root.join("index.json")).unwrap(), before);
+    // Skipped through the build argument: clean, exit 0.
+    let (code, out, _) = wcbuild(
+        &root,
+        &[
+            "build",
+            "--check",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=FromAsCasing,JSONArgsRecommended",
+            c,
+        ],
+        &[],
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "Check complete, no warnings found.")
+    );
+    // error=true fails the build with BuildKit's message.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "# check=error=true\nFROM mcr.microsoft.com/windows/nanoserver:ltsc2022 as base\nCOPY a.txt /a/\n",
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(&root, &["build", c], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("lint violation found for rules: FromAsCasing"),
+        "{err}"
+    );
+}

@@ -67,6 +67,10 @@ pub struct BuildArgs {
     /// Build every step, ignoring the build cache (results are still recorded)
     #[arg(long)]
     pub no_cache: bool,
+    /// Check the Dockerfile with BuildKit's lint rules (bases resolved) and exit without
+    /// building: 0 when nothing is found, 1 otherwise
+    #[arg(long)]
+    pub check: bool,
     /// How to show progress on stderr: `tty` (a live view), `plain` (a line per step), `json`
     /// (an object per event), `quiet` (nothing); `auto` is `tty` on a terminal, else `plain`
     #[arg(long, value_enum, default_value = "auto")]
@@ -515,9 +519,35 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         output,
         push_jobs: args.registry.jobs,
     };
+    let store = super::images::open_store(global)?;
+    if args.check {
+        let mut settings = request.settings.clone();
+        settings.platform = request.platforms.first().cloned();
+        return match ops::check(&store, &settings) {
+            Ok(c) => {
+                if c.report.is_empty() {
+                    println!("Check complete, no warnings found.");
+                } else {
+                    println!("{}", c.report.trim_start_matches('\n'));
+                }
+                if let Some(e) = &c.error {
+                    eprintln!("error: {e}");
+                }
+                Ok(ExitCode::from(u8::from(
+                    c.warnings > 0 || c.error.is_some(),
+                )))
+            }
+            Err(BuildError::Check(diags)) => {
+                for d in diags {
+                    eprintln!("{d}");
+                }
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(CliError::Failed(e.into())),
+        };
+    }
     let mut drawer = Drawer::new(mode);
     let mut reporter = |e: crate::progress::Event| drawer.event(e);
-    let store = super::images::open_store(global)?;
     let result = match ops::build_and_export(&store, &request, &mut reporter) {
         Ok(r) => r,
         Err(BuildError::Check(diags)) => {
@@ -571,6 +601,13 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         for t in &out.tags {
             eprintln!("tagged {t}");
         }
+    }
+    // Lint findings once, at the end, as `docker build` prints them.
+    if !matches!(mode, ProgressMode::Json | ProgressMode::Quiet)
+        && let Some(first) = out.images.first()
+        && !first.lint_summary.is_empty()
+    {
+        eprint!("\n{}", first.lint_summary);
     }
     println!("{}", out.digest);
     Ok(ExitCode::SUCCESS)

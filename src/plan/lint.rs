@@ -162,6 +162,11 @@ pub fn is_abs_path(path: &str, os: &str) -> bool {
 /// `--platform` says: the target's, unless the image is for the build platform
 /// (`autoDetectPlatform`).
 pub fn autodetect_platform(image: &Platform, target: &Platform, build: &Platform) -> Platform {
+    // wcbuild builds Windows stages on any host: with no --platform, a Windows base is what
+    // the stage is for (a deliberate difference: BuildKit on Linux would report it).
+    if image.os == "windows" && target.os != "windows" {
+        return image.clone();
+    }
     if target.os == image.os && target.architecture == image.architecture {
         target.clone()
     } else if build.os == image.os && build.architecture == image.architecture {
@@ -338,6 +343,8 @@ mod tests {
         let win = Platform::parse("windows/amd64").unwrap();
         assert_eq!(autodetect_platform(&win, &win, &linux), win);
         assert_eq!(autodetect_platform(&linux, &arm, &linux), linux);
-        assert_eq!(autodetect_platform(&win, &arm, &linux), arm);
+        // A Windows base on a Linux target is what a Windows stage is for in wcbuild.
+        assert_eq!(autodetect_platform(&win, &arm, &linux), win);
+        assert_eq!(autodetect_platform(&win, &linux, &linux), win);
     }
 }

@@ -39,7 +39,7 @@ pub fn load_layout_context(store: &Store, dir: &Path, tag: Option<&str>) -> Resu
     Ok(chosen.digest.clone())
 }
 
-/// The image bases of a first plan, resolved (and pulled when the store lacks them and a
+/// The image bases of a first plan (with each one's SHELL), resolved (and pulled when the store lacks them and a
 /// registry may be used; several at the same time, one thread each): their platforms and ENV
 /// shape the real plan (a Windows base makes a Windows stage, its ENV is in scope). Errors are
 /// left for the stage to report with its Dockerfile line.
@@ -49,7 +49,7 @@ pub(super) fn base_images(
     df: &Dockerfile,
     checked: &Checked,
     opts: &PlanOptions,
-) -> BTreeMap<String, plan::BaseImage> {
+) -> BTreeMap<String, (plan::BaseImage, Option<Vec<String>>)> {
     let mut images = BTreeMap::new();
     if let (Some(first), _) = plan::plan(df, checked, opts) {
         // Each image base once: (the stages' base names, reference, platform, explicit).
@@ -103,10 +103,13 @@ pub(super) fn base_images(
                 for name in names {
                     images.insert(
                         name.clone(),
-                        plan::BaseImage {
-                            platform: config.platform(),
-                            env: config.config.env.clone().unwrap_or_default(),
-                        },
+                        (
+                            plan::BaseImage {
+                                platform: config.platform(),
+                                env: config.config.env.clone().unwrap_or_default(),
+                            },
+                            config.config.shell.clone(),
+                        ),
                     );
                 }
             }

@@ -16,6 +16,7 @@ use super::user::stage_owner;
 use super::view::Node;
 use crate::dockerfile::check::{Checked, Command};
 use crate::dockerfile::ignore::IgnoreFile;
+use crate::dockerfile::lint::{self, LintOptions};
 use crate::dockerfile::{self, Diagnostic, Dockerfile, Severity};
 use crate::image::{Descriptor, History, ImageConfig, Manifest, Platform, media};
 use crate::layer::tar::{Header, Kind};
@@ -26,8 +27,7 @@ use crate::progress::{Event, Reporter, Silent};
 use crate::store::{IndexEntry, Store};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The PATH BuildKit gives a Linux stage whose image has none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::plan::DEFAULT_PATH;
 
 /// Builds an image and tags it in the store, reporting nothing.
 pub fn build(store: &Store, settings: &BuildSettings) -> Result<BuildOutcome, BuildError> {
@@ -107,6 +107,7 @@ pub(super) fn build_source(
     ctx.cache.save(store);
     let mut out = finish(store, state, settings)?;
     out.cache = std::mem::take(&mut ctx.cache.used);
+    out.lint_summary = lint::render_summary(&planned.lints);
     Ok(out)
 }
 
@@ -116,6 +117,7 @@ struct Planned {
     checked: Checked,
     plan: Plan,
     opts: PlanOptions,
+    lints: Vec<crate::dockerfile::lint::LintWarning>,
 }
 
 impl Planned {
@@ -128,8 +130,9 @@ impl Planned {
     }
 }
 
-/// Parses, checks and plans `src`: a first plan finds the image bases, whose platforms and
-/// ENV then shape the real plan. Errors of either stop the build.
+/// Parses, checks, plans and lints `src`: a first plan finds the image bases, whose
+/// platforms and ENV then shape the real plan. Errors of either stop the build, and so do
+/// lint findings under `# check=error=true`.
 fn prepare(store: &Store, settings: &BuildSettings, src: &Source) -> Result<Planned, BuildError> {
     let df = df_ops::parse(src)?;
     let checked = dockerfile::check(&df);
@@ -141,24 +144,79 @@ fn prepare(store: &Store, settings: &BuildSettings, src: &Source) -> Result<Plan
         target: settings.target.clone(),
         images: BTreeMap::new(),
     };
-    opts.images = base_images(store, settings, &df, &checked, &opts);
-    let (plan, more) = plan::plan(&df, &checked, &opts);
+    let bases = base_images(store, settings, &df, &checked, &opts);
+    let mut lint = LintOptions {
+        ignore: df_ops::read_ignore(src, &settings.context).map_err(|e| BuildError::Step {
+            location: e.path.display().to_string(),
+            message: e.message.clone(),
+        })?,
+        all_stages: false,
+        explicit_platform: settings.platform.is_some(),
+        image_shells: BTreeMap::new(),
+    };
+    for (name, (image, shell)) in bases {
+        if let Some(shell) = shell {
+            lint.image_shells.insert(name.clone(), shell);
+        }
+        opts.images.insert(name, image);
+    }
+    let planned = plan::plan_and_lint(&df, &checked, &opts, &lint);
     let errors: Vec<Diagnostic> = checked
         .diagnostics
         .iter()
-        .chain(more.iter())
+        .chain(planned.diagnostics.iter())
         .filter(|d| d.severity == Severity::Error)
         .cloned()
         .collect();
-    let Some(plan) = plan.filter(|_| errors.is_empty()) else {
+    let Some(plan) = planned.plan.filter(|_| errors.is_empty()) else {
         return Err(BuildError::Check(errors));
     };
+    if let Some(message) = lint::lint_error(&planned.lints) {
+        return Err(BuildError::Lint {
+            message,
+            report: lint::render_text(&planned.lints, &src.name, &src.bytes),
+        });
+    }
     Ok(Planned {
         df,
         checked,
         plan,
         opts,
+        lints: planned.lints,
     })
+}
+
+/// What `build --check` finds: BuildKit's lint findings for the build as asked (bases resolved,
+/// nothing built), as text in BuildKit's format and as the warnings themselves.
+pub fn check(store: &Store, settings: &BuildSettings) -> Result<CheckOutcome, BuildError> {
+    let src = df_ops::read(settings.file.as_deref(), &settings.context)?;
+    let planned = match prepare(store, settings, &src) {
+        Ok(p) => p,
+        Err(BuildError::Lint { message, report }) => {
+            return Ok(CheckOutcome {
+                report,
+                error: Some(message),
+                warnings: 1,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(CheckOutcome {
+        report: lint::render_text(&planned.lints, &src.name, &src.bytes),
+        error: None,
+        warnings: planned.lints.len(),
+    })
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The findings in BuildKit's text format (empty when there are none).
+    pub report: String,
+    /// The error lint findings make under `# check=error=true`.
+    pub error: Option<String>,
+    /// How many findings.
+    pub warnings: usize,
 }
 
 /// One build in progress: the stages built so far, their cache chains, and the file systems
@@ -593,5 +651,6 @@ fn finish(
         platform,
         tags,
         cache: BTreeMap::new(),
+        lint_summary: String::new(),
     })
 }

@@ -48,10 +48,7 @@ pub(super) fn apply(state: &mut StageState, command: &Command) -> Result<Option<
             Some(format!("MAINTAINER {m}"))
         }
         Command::Expose(ports) => {
-            let mut specs = Vec::new();
-            for p in ports {
-                specs.extend(expose_ports(p)?);
-            }
+            let specs = crate::dockerfile::expose::parse_all(ports)?;
             let exposed = state
                 .config
                 .config
@@ -60,7 +57,7 @@ pub(super) fn apply(state: &mut StageState, command: &Command) -> Result<Option<
             for s in &specs {
                 exposed.insert(s.clone(), serde_json::json!({}));
             }
-            Some(format!("EXPOSE {}", go_list(&specs)))
+            Some(crate::dockerfile::expose::history(&specs))
         }
         Command::User(u) => {
             state.config.config.user = Some(u.clone());
@@ -153,52 +150,6 @@ pub(super) fn is_metadata(command: &Command) -> bool {
             | Command::Healthcheck(_)
             | Command::Onbuild(_)
     )
-}
-
-/// The ports one EXPOSE word names, as BuildKit reads `[ip:][hostPort:]port[-port][/proto]`:
-/// `8000-8002/TCP` is `8000/tcp 8001/tcp 8002/tcp`; an IP or host port is accepted (the linter
-/// warns) and left out.
-pub(super) fn expose_ports(raw: &str) -> Result<Vec<String>, String> {
-    let parts: Vec<&str> = raw.split(':').collect();
-    let (ip, host, container) = match parts.len() {
-        1 => ("".to_string(), "", parts[0]),
-        2 => ("".to_string(), parts[0], parts[1]),
-        n => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
-    };
-    let (port, proto) = container.split_once('/').unwrap_or((container, ""));
-    let bad = |why: String| format!("invalid port: {}: {why}", crate::dockerfile::go_quote(raw));
-    if port.is_empty() {
-        return Err(bad("no port specified".into()));
-    }
-    let proto = match proto.to_lowercase().as_str() {
-        "" => "tcp".to_string(),
-        p @ ("tcp" | "udp" | "sctp") => p.to_string(),
-        _ => return Err(bad(format!("invalid proto: {proto}"))),
-    };
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(format!("invalid IP address: {ip}"));
-    }
-    let range = |s: &str| -> Option<(u32, u32)> {
-        let number = |n: &str| n.parse::<u32>().ok().filter(|v| *v <= 65535);
-        let (a, b) = s.split_once('-').unwrap_or((s, s));
-        let start = number(a)?;
-        if a == b {
-            return Some((start, start));
-        }
-        let end = number(b)?;
-        (end >= start).then_some((start, end))
-    };
-    let (start, end) = range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
-    if !host.is_empty() {
-        let (hs, he) = range(host).ok_or_else(|| format!("invalid hostPort: {host}"))?;
-        if end - start != he - hs && end != start {
-            return Err(format!(
-                "invalid ranges specified for container and host Ports: {port} and {host}"
-            ));
-        }
-    }
-    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 fn go_quote_list(args: &[String]) -> String {
@@ -321,25 +272,6 @@ pub(super) fn trigger_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expose_ranges_protocols_and_host_parts() {
-        let p = |s: &str| expose_ports(s);
-        assert_eq!(
-            p("8000-8002/tcp").unwrap(),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        assert_eq!(p("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(p("80").unwrap(), ["80/tcp"]);
-        assert_eq!(p("80-80").unwrap(), ["80/tcp"]);
-        assert_eq!(p("127.0.0.1:8080:80").unwrap(), ["80/tcp"]);
-        assert_eq!(p("[::1]:8080:80/udp").unwrap(), ["80/udp"]);
-        assert!(p("90-80").unwrap_err().contains("invalid containerPort"));
-        assert!(p("70000").is_err());
-        assert!(p("80/icmp").unwrap_err().contains("invalid proto: icmp"));
-        assert!(p("/tcp").unwrap_err().contains("no port specified"));
-        assert!(p("1-3:80-81").unwrap_err().contains("invalid ranges"));
-    }
 
     #[test]
     fn go_durations() {

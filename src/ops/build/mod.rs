@@ -42,7 +42,7 @@ mod view;
 
 pub use base::load_layout_context;
 pub use cache::{CACHE_KEY_VERSION, cache_key};
-pub use executor::{build, build_with};
+pub use executor::{CheckOutcome, DEFAULT_PATH, build, build_with, check};
 pub use output::{BuildRequest, BuildResult, Output, build_and_export};
 pub use paths::{rfc3339, windows_path};
 pub use platforms::{MultiOutcome, build_platforms};

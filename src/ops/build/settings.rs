@@ -70,6 +70,9 @@ pub struct BuildOutcome {
     pub tags: Vec<String>,
     /// The build cache records this build used or made (step key → layer).
     pub cache: BTreeMap<String, crate::store::StepRecord>,
+    /// BuildKit's end-of-build summary of lint findings (` 1 warning found:` …), empty when
+    /// there are none.
+    pub lint_summary: String,
 }
 
 /// Why a build stopped.
@@ -84,6 +87,14 @@ pub enum BuildError {
     /// The Dockerfile does not check.
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Check(Vec<Diagnostic>),
+    /// Lint findings are errors (`# check=error=true`).
+    #[error("{report}\n{message}")]
+    Lint {
+        /// BuildKit's message (`lint violation found for rules: …`).
+        message: String,
+        /// The findings in BuildKit's text format.
+        report: String,
+    },
     /// An instruction cannot be carried out (the error quotes its line).
     #[error("{0}")]
     At(dockerfile::ParseError),
