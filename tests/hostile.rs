@@ -1346,3 +1346,274 @@ fn layer_cases_2() {
 fn layer_cases_3() {
     shard(3, 4);
 }
+
+// ---------------------------------------------------------------------------------------------
+// `wcbuild load -i` of hostile image archives: their own entries climb, are absolute, or
+// are symlinks and hard links; their JSON names paths instead of digests.
+
+/// A valid image archive's pieces: (path in the archive, bytes), index.json first.
+fn layout_files(b: &Base) -> Vec<(String, Vec<u8>)> {
+    let bytes = oci_archive(&[benign(b, false)], false);
+    let mut r = wcbuild::layer::tar::TarReader::new(&bytes[..]);
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        if e.header.kind == wcbuild::layer::tar::Kind::File {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut r.content(), &mut data).unwrap();
+            out.push((e.header.path.clone(), data));
+        }
+    }
+    out
+}
+
+fn manifest_path(files: &[(String, Vec<u8>)]) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&files.iter().find(|(p, _)| p == "index.json").unwrap().1).unwrap();
+    let d = index["manifests"][0]["digest"].as_str().unwrap();
+    format!("blobs/sha256/{}", &d[7..])
+}
+
+fn archive(files: &[(String, Vec<u8>)], extra: impl Fn(&mut Tar)) -> Vec<u8> {
+    let mut t = tar();
+    extra(&mut t);
+    for (p, d) in files {
+        t.file(p, d);
+    }
+    t.end()
+}
+
+enum Load {
+    /// Loads, and the image is tagged.
+    Loaded,
+    /// Refused with an error holding this text.
+    Refused(&'static str),
+}
+
+struct ArchiveCase {
+    name: &'static str,
+    /// The archive file (or a directory, made under the base) to load.
+    make: Box<dyn Fn(&Base) -> PathBuf>,
+    expect: Load,
+}
+
+fn archive_case(
+    name: &'static str,
+    expect: Load,
+    make: impl Fn(&Base) -> PathBuf + 'static,
+) -> ArchiveCase {
+    ArchiveCase {
+        name,
+        make: Box::new(make),
+        expect,
+    }
+}
+
+fn write_archive(b: &Base, bytes: Vec<u8>) -> PathBuf {
+    let p = b.p("archive.tar");
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn archive_cases() -> Vec<ArchiveCase> {
+    use Load::*;
+    vec![
+        archive_case("entries-climb", Loaded, |b| {
+            let f = layout_files(b);
+            write_archive(
+                b,
+                archive(&f, |t| {
+                    t.file("../escape", b"x")
+                        .file("../../beside-canary", b"pwned")
+                        .file("blobs/../../../above-canary", b"pwned");
+                }),
+            )
+        }),
+        archive_case("entries-absolute", Loaded, |b| {
+            let f = layout_files(b);
+            let abs = b.s("up/beside-canary");
+            write_archive(
+                b,
+                archive(&f, |t| {
+                    t.file("/tmp/escape", b"x").file(&abs, b"pwned");
+                }),
+            )
+        }),
+        archive_case("blobs-is-a-symlink-entry", Loaded, |b| {
+            let f = layout_files(b);
+            let out = b.s("up/tmp/inside");
+            write_archive(
+                b,
+                archive(&f, |t| {
+                    t.symlink("blobs", &out).dir("blobs/sha256");
+                }),
+            )
+        }),
+        archive_case("blob-is-a-symlink", Refused("does not hold"), |b| {
+            let f = layout_files(b);
+            let m = manifest_path(&f);
+            let canary = b.s("above-canary");
+            let f: Vec<_> = f.into_iter().filter(|(p, _)| *p != m).collect();
+            write_archive(
+                b,
+                archive(&f, |t| {
+                    t.symlink(&m, &canary);
+                }),
+            )
+        }),
+        archive_case("blob-is-a-hard-link", Refused("does not hold"), |b| {
+            let f = layout_files(b);
+            let m = manifest_path(&f);
+            let f: Vec<_> = f.into_iter().filter(|(p, _)| *p != m).collect();
+            write_archive(
+                b,
+                archive(&f, |t| {
+                    t.hardlink(&m, "../../../above-canary");
+                }),
+            )
+        }),
+        archive_case("index-names-a-path", Refused("digest"), |b| {
+            let f: Vec<_> = layout_files(b)
+                .into_iter()
+                .map(|(p, d)| {
+                    if p == "index.json" {
+                        let s = String::from_utf8(d).unwrap();
+                        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+                        let real = v["manifests"][0]["digest"].as_str().unwrap().to_string();
+                        let evil = format!("sha256:../../../../above-canary{}", "0".repeat(32));
+                        (p, s.replace(&real, &evil).into_bytes())
+                    } else {
+                        (p, d)
+                    }
+                })
+                .collect();
+            write_archive(b, archive(&f, |_| {}))
+        }),
+        archive_case(
+            "docker-manifest-names-paths",
+            Refused("does not hold"),
+            |b| {
+                let f = vec![(
+                "manifest.json".to_string(),
+                br#"[{"Config":"../../../above-canary","RepoTags":["evil:1"],"Layers":["/etc/passwd"]}]"#
+                    .to_vec(),
+            )];
+                write_archive(b, archive(&f, |_| {}))
+            },
+        ),
+        archive_case("blob-with-the-wrong-bytes", Refused("sha256:"), |b| {
+            let f: Vec<_> = layout_files(b)
+                .into_iter()
+                .map(|(p, d)| {
+                    if p.starts_with("blobs/") && d.len() > 2 {
+                        let mut d = d;
+                        d[0] ^= 1;
+                        (p, d)
+                    } else {
+                        (p, d)
+                    }
+                })
+                .collect();
+            write_archive(b, archive(&f, |_| {}))
+        }),
+        // Entry names never become paths: blobs are stored by their content, so the manifest
+        // under a climbing name is still found.
+        archive_case("pax-path-climbs", Loaded, |b| {
+            let f = layout_files(b);
+            let m = manifest_path(&f);
+            let data = f.iter().find(|(p, _)| *p == m).unwrap().1.clone();
+            let f: Vec<_> = f.into_iter().filter(|(p, _)| *p != m).collect();
+            let evil = format!("../../{m}");
+            write_archive(
+                b,
+                archive(&f, |t| {
+                    t.pax(&[("path", evil.as_bytes())]).file("benign", &data);
+                }),
+            )
+        }),
+        archive_case("truncated", Refused("image archive"), |b| {
+            let f = layout_files(b);
+            let mut bytes = archive(&f, |_| {});
+            bytes.truncate(bytes.len() - 2048 - 100);
+            write_archive(b, bytes)
+        }),
+        archive_case("layout-dir-with-symlinked-blobs", Loaded, |b| {
+            // A directory layout whose `blobs/sha256` is a symlink to a directory elsewhere:
+            // loading reads through it (the user's own layout) and writes only the store.
+            let d = b.p("layout");
+            let shared = b.p("shared-blobs");
+            fs::create_dir_all(d.join("blobs")).unwrap();
+            fs::create_dir_all(&shared).unwrap();
+            for (p, data) in layout_files(b) {
+                match p.strip_prefix("blobs/sha256/") {
+                    Some(hex) => fs::write(shared.join(hex), data).unwrap(),
+                    None => fs::write(d.join(p), data).unwrap(),
+                }
+            }
+            std::os::unix::fs::symlink(&shared, d.join("blobs/sha256")).unwrap();
+            d
+        }),
+        archive_case(
+            "layout-dir-blob-symlink-to-canary",
+            Refused("sha256:"),
+            |b| {
+                let d = b.p("layout");
+                fs::create_dir_all(d.join("blobs/sha256")).unwrap();
+                let f = layout_files(b);
+                let m = manifest_path(&f);
+                for (p, data) in &f {
+                    if *p == m {
+                        std::os::unix::fs::symlink(b.p("above-canary"), d.join(p)).unwrap();
+                    } else {
+                        fs::write(d.join(p), data).unwrap();
+                    }
+                }
+                d
+            },
+        ),
+    ]
+}
+
+#[test]
+fn hostile_image_archives_load_without_writing_outside_the_store() {
+    let mut failures = Vec::new();
+    for c in archive_cases() {
+        let b = Base::new(&format!("archive-{}", c.name));
+        let input = (c.make)(&b);
+        let before = snapshot(&b);
+        let escapes = global_escapes();
+        let (code, _, err) = common::wcbuild_at_env(
+            &b.store(),
+            &["load", "-i", input.to_str().unwrap()],
+            &[("TMPDIR", b.tmp().to_str().unwrap())],
+        );
+        match (&c.expect, code) {
+            (Load::Loaded, 0) => {
+                let (code, out, _) = common::wcbuild_at(&b.store(), &["images"]);
+                if code != 0 || !out.contains("wcbuild.test/hostile") {
+                    failures.push(format!("{}: loaded, but not tagged: {out}", c.name));
+                }
+            }
+            (Load::Loaded, _) => failures.push(format!("{}: refused, must load: {err}", c.name)),
+            (Load::Refused(_), 0) => failures.push(format!("{}: loaded, must be refused", c.name)),
+            (Load::Refused(needle), _) => {
+                if !err.contains(needle) {
+                    failures.push(format!(
+                        "{}: the error does not name `{needle}`: {err}",
+                        c.name
+                    ));
+                }
+            }
+        }
+        let d = diff(&before, &snapshot(&b));
+        if !d.is_empty() {
+            failures.push(format!("{}: outside the store: {d:#?}", c.name));
+        }
+        if global_escapes() != escapes {
+            failures.push(format!("{}: wrote {:?}", c.name, global_escapes()));
+        }
+        if failures.is_empty() {
+            let _ = fs::remove_dir_all(&b.dir);
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
