@@ -1321,9 +1321,13 @@ fn the_table_has_at_least_forty_distinct_cases() {
     names.sort();
     names.dedup();
     assert_eq!(names.len(), all.len(), "case names are unique");
-    assert!(
-        all.iter().filter(|c| !c.refused.is_empty()).count() >= 40,
-        "at least forty refusals"
+    let refusals = all.iter().filter(|c| !c.refused.is_empty()).count();
+    assert!(refusals >= 40, "at least forty refusals, {refusals}");
+    eprintln!(
+        "{} layer cases ({refusals} refused somewhere, {} Windows-format), {} archive cases",
+        all.len(),
+        all.iter().filter(|c| c.windows).count(),
+        archive_cases().len()
     );
 }
 
