@@ -1621,3 +1621,63 @@ fn hostile_image_archives_load_without_writing_outside_the_store() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// What `unpack_overlay` writes is what overlayfs reads.
+
+#[test]
+fn unpacked_layers_mount_as_overlayfs_lower_directories() {
+    let b = Base::new("overlay-mount");
+    let lower = tar()
+        .dir("dir")
+        .file("dir/a", b"a")
+        .file("dir/b", b"b")
+        .file("x", b"x")
+        .file("keep", b"keep")
+        .end();
+    let upper = tar()
+        .file(".wh.x", b"")
+        .dir("dir")
+        .file("dir/.wh..wh..opq", b"")
+        .file("dir/c", b"c")
+        .end();
+    let o = wcbuild::layer::ExtractOptions::default();
+    let l = b.p("l");
+    let u = b.p("u");
+    let s = wcbuild::layer::unpack_overlay(std::io::Cursor::new(lower), &l, &o).unwrap();
+    assert_eq!((s.files, s.whiteouts), (4, 0));
+    let s = wcbuild::layer::unpack_overlay(std::io::Cursor::new(upper), &u, &o).unwrap();
+    assert_eq!((s.files, s.whiteouts), (1, 2));
+    assert!(is_char_dev(&u.join("x"), (0, 0)));
+    assert_eq!(
+        xattr(&u.join("dir"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+    let m = b.p("merged");
+    fs::create_dir(&m).unwrap();
+    let opts = format!("lowerdir={}:{}", u.display(), l.display());
+    let out = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&m)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let root = listing(&m);
+    let dir = listing(&m.join("dir"));
+    let _ = std::process::Command::new("umount").arg(&m).status();
+    assert_eq!(root, ["dir", "keep"], "the whiteout hides `x`");
+    assert_eq!(dir, ["c"], "the opaque directory hides the lower `a` and `b`");
+    let _ = fs::remove_dir_all(&b.dir);
+}
