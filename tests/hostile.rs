@@ -409,11 +409,13 @@ const NONE: &[Via] = &[];
 const ACTING: &[Via] = &[CopyImage, CopyStage, Overlay];
 
 type Check = fn(&Path, Via, &Base);
+/// Makes a case's layer blob, given the base directory (for absolute targets).
+type MakeLayer = Box<dyn Fn(&Base) -> Vec<u8>>;
 
 struct Case {
     name: &'static str,
     windows: bool,
-    layer: Box<dyn Fn(&Base) -> Vec<u8>>,
+    layer: MakeLayer,
     /// Where the case must be refused; everywhere else it must succeed.
     refused: &'static [Via],
     /// What the refusal must name (the entry, or what is wrong).
@@ -1678,6 +1680,10 @@ fn unpacked_layers_mount_as_overlayfs_lower_directories() {
     let dir = listing(&m.join("dir"));
     let _ = std::process::Command::new("umount").arg(&m).status();
     assert_eq!(root, ["dir", "keep"], "the whiteout hides `x`");
-    assert_eq!(dir, ["c"], "the opaque directory hides the lower `a` and `b`");
+    assert_eq!(
+        dir,
+        ["c"],
+        "the opaque directory hides the lower `a` and `b`"
+    );
     let _ = fs::remove_dir_all(&b.dir);
 }

@@ -565,13 +565,14 @@ mod fd {
                 return Ok(Some(Arc::clone(&self.fd)));
             }
             let mut start = (Arc::clone(&self.fd), 0);
-            if let Some((p, fd)) = &*self.cache.borrow() {
-                if p.len() <= rel.len() && p.iter().zip(rel).all(|(a, b)| a == b) {
-                    if p.len() == rel.len() {
-                        return Ok(Some(Arc::clone(fd)));
-                    }
-                    start = (Arc::clone(fd), p.len());
+            if let Some((p, fd)) = &*self.cache.borrow()
+                && p.len() <= rel.len()
+                && p.iter().zip(rel).all(|(a, b)| a == b)
+            {
+                if p.len() == rel.len() {
+                    return Ok(Some(Arc::clone(fd)));
                 }
+                start = (Arc::clone(fd), p.len());
             }
             if self.openat2.get() {
                 let joined = cname(&rel.join("/"))
@@ -669,12 +670,11 @@ mod fd {
                 return Ok(true);
             }
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                if let Ok(st) = fstatat(dir.as_raw_fd(), &c) {
-                    if kind_of(&st) == NodeKind::Dir {
-                        return Ok(false);
-                    }
-                }
+            if e.kind() == io::ErrorKind::AlreadyExists
+                && let Ok(st) = fstatat(dir.as_raw_fd(), &c)
+                && kind_of(&st) == NodeKind::Dir
+            {
+                return Ok(false);
             }
             Err(io_at("create directory", join(root, init, name))(e))
         }
@@ -927,14 +927,13 @@ mod fd {
         if matches!(
             e.raw_os_error(),
             Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EMLINK)
-        ) {
-            if let Ok(st) = fstatat(dir, name) {
-                return if kind_of(&st) == NodeKind::Symlink {
-                    BeneathError::Symlink { path }
-                } else {
-                    BeneathError::NotDir { path }
-                };
-            }
+        ) && let Ok(st) = fstatat(dir, name)
+        {
+            return if kind_of(&st) == NodeKind::Symlink {
+                BeneathError::Symlink { path }
+            } else {
+                BeneathError::NotDir { path }
+            };
         }
         io_at("open directory", root.display_path(rel))(e)
     }
@@ -1093,6 +1092,8 @@ mod fd {
             id: (u64, u64),
             left: Vec<std::ffi::OsString>,
         }
+        // The field types differ between systems.
+        #[allow(clippy::unnecessary_cast)]
         let id = |st: &libc::stat| (st.st_dev as u64, st.st_ino as u64);
         let mut cur = openat(parent, name, DIR_FLAGS, 0)?;
         let top = fstat(cur.as_raw_fd())?;
@@ -1417,12 +1418,11 @@ mod walk {
                     refused += 1;
                 }
             }
-            if let Some(t) = meta.mtime.and_then(system_time) {
-                if matches!(k, NodeKind::File | NodeKind::Dir) {
-                    if let Ok(f) = File::open(&p) {
-                        let _ = f.set_modified(t);
-                    }
-                }
+            if let Some(t) = meta.mtime.and_then(system_time)
+                && matches!(k, NodeKind::File | NodeKind::Dir)
+                && let Ok(f) = File::open(&p)
+            {
+                let _ = f.set_modified(t);
             }
             Ok(refused)
         }

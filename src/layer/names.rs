@@ -123,12 +123,11 @@ pub fn components(name: &str, rules: Rules) -> Result<Vec<&str>, NameError> {
         }
     }
     // Colons are allowed only in the last component; check the others now that it is known.
-    if rules == Rules::Windows {
-        if let Some((_, init)) = out.split_last() {
-            if let Some(c) = init.iter().find(|c| c.contains(':')) {
-                return Err(NameError::Colon(c.to_string()));
-            }
-        }
+    if rules == Rules::Windows
+        && let Some((_, init)) = out.split_last()
+        && let Some(c) = init.iter().find(|c| c.contains(':'))
+    {
+        return Err(NameError::Colon(c.to_string()));
     }
     Ok(out)
 }
