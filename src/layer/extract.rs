@@ -1,19 +1,39 @@
-//! Safe extraction of a layer into a directory.
+//! Writing layers onto disk: [`extract`] (one layer into a new directory), [`apply`] (a layer
+//! on top of the tree of the layers below it; whiteouts delete) and [`unpack_overlay`] (one
+//! layer as an overlayfs lower directory; whiteouts become 0/0 character devices and opaque
+//! markers the `trusted.overlay.opaque` attribute).
 //!
-//! Nothing an entry says can make us write outside the target: absolute names and `..` are
-//! refused; no write ever goes through a symlink (every parent of every entry must be a real
-//! directory, checked without following links, and remembered only while nothing replaces it);
-//! hard links may only point at earlier entries inside the tree. Everything is written into a
-//! fresh staging directory next to the target and renamed into place at the end, so an error
-//! leaves the target exactly as it was and removes the staging directory.
+//! Nothing an entry says can write or delete outside the target, at two depths:
+//! - every name an entry carries is checked as path components first ([`super::names`]): its
+//!   own path, a whiteout's hidden name, an opaque marker's directory, a hard link's target;
+//!   Windows-format layers (and every layer on a Windows host) also by Windows' reading;
+//! - every operation is then made beneath a descriptor of the target ([`super::beneath`]),
+//!   resolving one component at a time without following any symlink, so a symlink planted by
+//!   an earlier entry (or layer) makes the entry fail instead of leaving the tree.
+//!
+//! Policy for the rest, the same in all three: hard links must name something already in the
+//! tree (this layer or, for `apply`, a lower one), never a directory, and link a symlink itself
+//! (it is not followed); symlink targets are stored as written and never followed here;
+//! devices are made only as root (else skipped and counted); FIFOs are made; setuid, setgid
+//! and sticky bits are kept (they are set through a descriptor of the file itself, after its
+//! owner); owners are restored when running as root; owner ids past 32 bits are refused;
+//! `trusted.overlay.*` and `user.overlay.*` attributes from a tar are never restored (they
+//! would steer overlayfs); the entry `./` (the root itself) is accepted as a directory and
+//! changes nothing. Malformed tar (bad checksums, absurd PAX records, truncated content,
+//! decompression past the ratio limit) is refused by the reader.
+//!
+//! [`extract`] and [`unpack_overlay`] write into a fresh staging directory next to the target
+//! that is renamed into place only when everything succeeded, so an error leaves nothing.
 
+use super::beneath::{self, BeneathError, Meta, NodeKind, Root, Special};
+use super::names::{self, Rules, Whiteout, WindowsEntry};
 use super::reader::{Decompressed, ReadLimits, open};
-use super::tar::{Kind, TarError, TarReader};
+use super::tar::{Header, Kind, TarError, TarReader};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How to extract.
 #[derive(Debug, Clone)]
@@ -58,13 +78,18 @@ pub struct ExtractSummary {
     pub dirs: u64,
     /// Symlinks and hard links created.
     pub links: u64,
+    /// Devices and FIFOs created.
+    pub devices: u64,
     /// Content bytes written.
     pub bytes: u64,
-    /// Whiteouts seen (they delete from lower layers, which a single extraction has not).
+    /// Whiteouts and opaque markers seen (`extract` only counts them: a single layer has
+    /// nothing below it to delete).
     pub whiteouts: u64,
-    /// Entries skipped: Windows `Hives/` and `UtilityVM/`, devices when not root.
+    /// Entries skipped: Windows `Hives/` and `UtilityVM/`, devices when not root, AUFS
+    /// bookkeeping (`.wh..wh.*`).
     pub skipped: u64,
-    /// Extended attributes the file system refused (e.g. `security.*` without privilege).
+    /// Extended attributes not restored: refused by the file system (e.g. `security.*`
+    /// without privilege), on a symlink or special file, or overlayfs' own.
     pub xattrs_skipped: u64,
 }
 
@@ -97,6 +122,21 @@ pub enum ExtractError {
     /// The target already has content.
     #[error("`{0}` exists and is not an empty directory; extract into a new or empty one")]
     TargetNotEmpty(PathBuf),
+    /// [`unpack_overlay`] was given a Windows-format layer.
+    #[error(
+        "`{0}`: a Windows layer cannot be an overlayfs lower directory (only Linux layers can); nothing was extracted"
+    )]
+    WindowsOverlay(PathBuf),
+    /// An entry needs privileges this process does not have.
+    #[error("entry `{entry}` (at byte {offset}): {what}, which needs root; nothing was extracted")]
+    NeedsRoot {
+        /// The entry's name as written.
+        entry: String,
+        /// Offset of its header.
+        offset: u64,
+        /// What it needed.
+        what: &'static str,
+    },
 }
 
 fn io_at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExtractError + use<> {
@@ -104,147 +144,94 @@ fn io_at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExtractErro
     move |source| ExtractError::Io { op, path, source }
 }
 
-/// Splits an entry name into safe components, or says why it is unsafe.
-fn components(name: &str) -> Result<Vec<&str>, String> {
-    if name.starts_with('/') || name.starts_with('\\') {
-        return Err("absolute names are not allowed".into());
-    }
-    if name.len() >= 2 && name.as_bytes()[1] == b':' {
-        return Err("names with a drive letter are not allowed".into());
-    }
-    if name.contains('\0') {
-        return Err("names cannot contain NUL".into());
-    }
-    let mut out = Vec::new();
-    for c in name.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err("`..` would leave the target directory".into()),
-            c => out.push(c),
-        }
-    }
-    if out.is_empty() {
-        return Err("empty name".into());
-    }
-    Ok(out)
+/// What writing a layer does with whiteouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One layer on its own: whiteouts are counted.
+    Extract,
+    /// Onto the layers below: whiteouts delete, opaque markers empty their directory.
+    Apply,
+    /// An overlayfs lower directory: whiteouts become 0/0 devices, opaque markers an xattr.
+    Overlay,
 }
 
-struct Stage {
-    root: PathBuf,
-    /// Directories (relative) known to be real directories we created or checked.
-    dirs: HashSet<String>,
-    deferred_dirs: Vec<(PathBuf, u32, i64)>,
+struct Writer {
+    root: Root,
+    mode: Mode,
     preserve_owner: bool,
-    /// Applying onto a tree that holds the lower layers: whiteouts delete.
-    apply_whiteouts: bool,
+    root_user: bool,
+    /// Directories whose mode and time are set at the end (deepest first).
+    deferred_dirs: Vec<(Vec<String>, u32, i64)>,
+    /// What this layer wrote, and their parents (`apply` only): an opaque marker keeps them.
+    written: HashSet<String>,
 }
 
-impl Stage {
-    /// Makes sure every parent of `comps` is a real directory (creating missing ones) and
-    /// returns the full path of the entry.
-    fn prepare(
-        &mut self,
-        comps: &[&str],
-        entry: &str,
-        offset: u64,
-    ) -> Result<PathBuf, ExtractError> {
-        let mut rel = String::new();
-        let mut path = self.root.clone();
-        for c in &comps[..comps.len() - 1] {
-            if !rel.is_empty() {
-                rel.push('/');
-            }
-            rel.push_str(c);
-            path.push(c);
-            if self.dirs.contains(&rel) {
-                continue;
-            }
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(ExtractError::Hostile {
-                        entry: entry.to_string(),
-                        offset,
-                        reason: format!(
-                            "its parent `{rel}` is a symlink, and writing through it could leave the target"
-                        ),
-                    });
-                }
-                Ok(_) => {
-                    return Err(ExtractError::Hostile {
-                        entry: entry.to_string(),
-                        offset,
-                        reason: format!("its parent `{rel}` is not a directory"),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&path).map_err(io_at("create directory", &path))?;
-                }
-                Err(e) => return Err(io_at("stat", &path)(e)),
-            }
-            self.dirs.insert(rel.clone());
+fn hostile(h: &Header, offset: u64, reason: impl Into<String>) -> ExtractError {
+    ExtractError::Hostile {
+        entry: h.path.clone(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// An error of an operation beneath the root, as an extraction error of the entry.
+fn refused(h: &Header, offset: u64) -> impl FnOnce(BeneathError) -> ExtractError + '_ {
+    move |e| match e {
+        BeneathError::Symlink { path } => hostile(
+            h,
+            offset,
+            format!(
+                "`{path}` on its way is a symlink, and writing through it could leave the target"
+            ),
+        ),
+        BeneathError::NotDir { path } => {
+            hostile(h, offset, format!("`{path}` on its way is not a directory"))
         }
-        path.push(comps[comps.len() - 1]);
-        Ok(path)
-    }
-
-    /// Removes whatever is at `path` (never following a link), unless it is a directory and
-    /// `keep_dir`.
-    fn clear(&mut self, path: &Path, rel: &str, keep_dir: bool) -> Result<bool, ExtractError> {
-        match fs::symlink_metadata(path) {
-            Ok(m) if m.file_type().is_dir() => {
-                if keep_dir {
-                    return Ok(true);
-                }
-                fs::remove_dir_all(path).map_err(io_at("remove", path))?;
-                let prefix = format!("{rel}/");
-                self.dirs.retain(|d| d != rel && !d.starts_with(&prefix));
-                Ok(false)
-            }
-            Ok(_) => {
-                fs::remove_file(path).map_err(io_at("remove", path))?;
-                Ok(false)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_at("stat", path)(e)),
-        }
+        BeneathError::Component { component } => hostile(
+            h,
+            offset,
+            format!("`{component}` is not a single path component"),
+        ),
+        BeneathError::Io { op, path, source } => ExtractError::Io { op, path, source },
     }
 }
 
-fn set_mtime(file: &fs::File, mtime: i64) {
-    if mtime >= 0 {
-        let _ = file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime as u64));
-    }
+fn is_windows_layer(first: &str) -> bool {
+    first == "Files"
+        || first == "Hives"
+        || first.starts_with("Files/")
+        || first.starts_with("Hives/")
 }
 
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> io::Result<()> {
-    Ok(())
-}
-
-fn make_symlink(target: &str, path: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::symlink(target, path)
-    }
-    #[cfg(windows)]
-    {
-        std::os::windows::fs::symlink_file(target, path)
-    }
-}
+static STAGING: AtomicU64 = AtomicU64::new(0);
 
 /// Extracts a layer blob (gzip, zstd or plain; Linux or Windows format) into `target`, which
-/// must not exist or be an empty directory.
+/// must not exist or be an empty directory. Whiteouts are counted, not applied.
 pub fn extract(
     blob: impl Read + 'static,
     target: &Path,
     opts: &ExtractOptions,
+) -> Result<ExtractSummary, ExtractError> {
+    staged(blob, target, opts, Mode::Extract)
+}
+
+/// Extracts ONE Linux layer blob into `target` (new or empty) as an overlayfs lower
+/// directory: `.wh.NAME` becomes a character device 0/0 named `NAME`, `.wh..wh..opq` the
+/// attribute `trusted.overlay.opaque=y` on its directory (which needs root). Windows layers
+/// are refused. The same safety rules and staging as [`extract`].
+pub fn unpack_overlay(
+    blob: impl Read + 'static,
+    target: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractSummary, ExtractError> {
+    staged(blob, target, opts, Mode::Overlay)
+}
+
+fn staged(
+    blob: impl Read + 'static,
+    target: &Path,
+    opts: &ExtractOptions,
+    mode: Mode,
 ) -> Result<ExtractSummary, ExtractError> {
     match fs::read_dir(target) {
         Ok(mut rd) => {
@@ -264,25 +251,33 @@ pub fn extract(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "layer".into());
-    let stage_dir = parent.join(format!(".{name}.wcbuild-extract-{}", std::process::id()));
-    if stage_dir.exists() {
+    let stage_dir = parent.join(format!(
+        ".{name}.wcbuild-extract-{}-{}",
+        std::process::id(),
+        STAGING.fetch_add(1, Ordering::Relaxed)
+    ));
+    if fs::symlink_metadata(&stage_dir).is_ok() {
         fs::remove_dir_all(&stage_dir).map_err(io_at("remove", &stage_dir))?;
     }
     fs::create_dir(&stage_dir).map_err(io_at("create directory", &stage_dir))?;
-    let mut stage = Stage {
-        root: stage_dir.clone(),
-        dirs: HashSet::new(),
-        deferred_dirs: Vec::new(),
-        preserve_owner: opts.preserve_owner,
-        apply_whiteouts: false,
-    };
-    let result = open(blob, opts.limits)
-        .map_err(|e| ExtractError::Io {
-            op: "open layer",
-            path: target.to_path_buf(),
-            source: e,
+    let result = Root::open(&stage_dir)
+        .map_err(|e| match e {
+            BeneathError::Io { op, path, source } => ExtractError::Io { op, path, source },
+            e => ExtractError::Io {
+                op: "open directory",
+                path: stage_dir.clone(),
+                source: io::Error::other(e.to_string()),
+            },
         })
-        .and_then(|d| extract_into(TarReader::new(d), &mut stage));
+        .and_then(|root| {
+            let d = open(blob, opts.limits).map_err(|e| ExtractError::Io {
+                op: "open layer",
+                path: target.to_path_buf(),
+                source: e,
+            })?;
+            let mut w = Writer::new(root, mode, opts);
+            w.run(TarReader::new(d), target)
+        });
     match result {
         Ok(summary) => {
             if target.exists() {
@@ -298,104 +293,210 @@ pub fn extract(
     }
 }
 
-fn extract_into(
-    mut tar: TarReader<Decompressed>,
-    stage: &mut Stage,
+/// Applies a layer on top of the tree at `root` (which holds the layers below it), as a
+/// container runtime stacks layers: entries are written, whiteouts delete what they name,
+/// opaque markers empty their directory of what lower layers put there. The same safety
+/// rules as [`extract`], but there is no staging: on error the tree is left part-applied, so
+/// callers apply into a directory of their own that they discard on failure.
+pub fn apply(
+    blob: impl Read + 'static,
+    root: &Path,
+    opts: &ExtractOptions,
 ) -> Result<ExtractSummary, ExtractError> {
-    let mut summary = ExtractSummary::default();
-    let mut windows: Option<bool> = None;
-    while let Some(entry) = tar.next_entry()? {
-        summary.entries += 1;
-        let h = &entry.header;
-        let offset = entry.offset;
-        let hostile = |reason: String| ExtractError::Hostile {
-            entry: h.path.clone(),
-            offset,
-            reason,
-        };
-        let win = *windows.get_or_insert_with(|| {
-            h.path == "Files"
-                || h.path == "Hives"
-                || h.path.starts_with("Files/")
-                || h.path.starts_with("Hives/")
-        });
-        summary.windows = win;
-        let mut name = h.path.as_str();
-        if win {
-            if name == "Files" {
-                continue;
+    fs::create_dir_all(root).map_err(io_at("create directory", root))?;
+    let r = Root::open(root).map_err(|e| ExtractError::Io {
+        op: "open directory",
+        path: root.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let d = open(blob, opts.limits).map_err(|e| ExtractError::Io {
+        op: "open layer",
+        path: root.to_path_buf(),
+        source: e,
+    })?;
+    Writer::new(r, Mode::Apply, opts).run(TarReader::new(d), root)
+}
+
+impl Writer {
+    fn new(root: Root, mode: Mode, opts: &ExtractOptions) -> Writer {
+        Writer {
+            root,
+            mode,
+            preserve_owner: opts.preserve_owner,
+            root_user: is_root(),
+            deferred_dirs: Vec::new(),
+            written: HashSet::new(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        mut tar: TarReader<Decompressed>,
+        target: &Path,
+    ) -> Result<ExtractSummary, ExtractError> {
+        let mut summary = ExtractSummary::default();
+        let mut windows: Option<bool> = None;
+        while let Some(entry) = tar.next_entry()? {
+            summary.entries += 1;
+            let h = &entry.header;
+            let offset = entry.offset;
+            let win = *windows.get_or_insert_with(|| is_windows_layer(&h.path));
+            summary.windows = win;
+            if win && self.mode == Mode::Overlay {
+                return Err(ExtractError::WindowsOverlay(target.to_path_buf()));
             }
-            match name.strip_prefix("Files/") {
-                Some(rest) => name = rest,
-                None if name.starts_with("Hives") || name.starts_with("UtilityVM") => {
+            let rules = Rules::for_layer(win);
+            let comps: Vec<&str> = if win {
+                match names::windows_entry(&h.path)
+                    .map_err(|e| hostile(h, offset, e.to_string()))?
+                {
+                    WindowsEntry::Files(c) => c,
+                    WindowsEntry::Skipped => {
+                        summary.skipped += 1;
+                        continue;
+                    }
+                    WindowsEntry::Outside => {
+                        return Err(hostile(
+                            h,
+                            offset,
+                            "a Windows layer entry outside `Files/`, `Hives/` and `UtilityVM/`",
+                        ));
+                    }
+                }
+            } else {
+                names::components(&h.path, rules).map_err(|e| hostile(h, offset, e.to_string()))?
+            };
+            let Some((&base, parent)) = comps.split_last() else {
+                if h.kind == Kind::Dir {
+                    // `./` (or `Files`): the root itself, which is ours.
+                    continue;
+                }
+                return Err(hostile(
+                    h,
+                    offset,
+                    "it names the root directory itself, which only a directory entry may",
+                ));
+            };
+            match names::whiteout(base, rules).map_err(|e| hostile(h, offset, e.to_string()))? {
+                None => {}
+                Some(Whiteout::Meta) => {
                     summary.skipped += 1;
                     continue;
                 }
-                None => {
-                    return Err(hostile(
-                        "a Windows layer entry outside `Files/`, `Hives/` and `UtilityVM/`".into(),
-                    ));
-                }
-            }
-        }
-        // The archive's own root (`./`, as `tar -C DIR .` writes it) names the target itself.
-        if name.trim_end_matches('/') == "." {
-            continue;
-        }
-        let comps = components(name).map_err(hostile)?;
-        let base = comps[comps.len() - 1];
-        if let Some(hidden) = base.strip_prefix(".wh.") {
-            summary.whiteouts += 1;
-            if stage.apply_whiteouts {
-                let parent = &comps[..comps.len() - 1];
-                if hidden == ".wh..opq" {
-                    // Opaque: the directory's lower contents go.
-                    if !parent.is_empty() {
-                        // Checks that every component of the directory is a real directory.
-                        let mut dir_comps = parent.to_vec();
-                        dir_comps.push("wcbuild-opaque-probe");
-                        let dir = stage.prepare(&dir_comps, &h.path, offset)?;
-                        let dir = dir.parent().map(Path::to_path_buf).unwrap_or(dir);
-                        if let Ok(rd) = fs::read_dir(&dir) {
-                            for e in rd.flatten() {
-                                let p = e.path();
-                                let rel = format!(
-                                    "{}/{}",
-                                    parent.join("/"),
-                                    e.file_name().to_string_lossy()
-                                );
-                                stage.clear(&p, &rel, false)?;
-                            }
-                        }
+                Some(Whiteout::Opaque) => {
+                    summary.whiteouts += 1;
+                    match self.mode {
+                        Mode::Extract => {}
+                        Mode::Apply => self.opaque(parent).map_err(refused(h, offset))?,
+                        Mode::Overlay => self.overlay_opaque(parent, h, offset)?,
                     }
-                } else {
+                    continue;
+                }
+                Some(Whiteout::Hides(hidden)) => {
+                    summary.whiteouts += 1;
                     let mut victim = parent.to_vec();
                     victim.push(hidden);
-                    let rel = victim.join("/");
-                    let path = stage.prepare(&victim, &h.path, offset)?;
-                    stage.clear(&path, &rel, false)?;
+                    match self.mode {
+                        Mode::Extract => {}
+                        Mode::Apply => {
+                            self.root.remove(&victim).map_err(refused(h, offset))?;
+                        }
+                        Mode::Overlay => self.overlay_whiteout(&victim, h, offset)?,
+                    }
+                    continue;
                 }
             }
-            continue;
+            if !win && (h.uid >= u32::MAX as u64 || h.gid >= u32::MAX as u64) {
+                return Err(hostile(
+                    h,
+                    offset,
+                    format!("owner {}:{} is out of range", h.uid, h.gid),
+                ));
+            }
+            self.entry(&mut tar, h, offset, &comps, win, &mut summary)?;
+            if self.mode == Mode::Apply {
+                for i in 1..=comps.len() {
+                    self.written.insert(comps[..i].join("/"));
+                }
+            }
         }
-        let rel = comps.join("/");
-        let path = stage.prepare(&comps, &h.path, offset)?;
+        tar.drain()?;
+        // Directory modes and times last, deepest first, so that read-only directories and
+        // children written later do not get in the way.
+        let mut dirs = std::mem::take(&mut self.deferred_dirs);
+        dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
+        for (p, mode, mtime) in dirs {
+            let rel: Vec<&str> = p.iter().map(String::as_str).collect();
+            // A later entry may have replaced the directory; then it has its own metadata.
+            if let Ok(Some(NodeKind::Dir)) = self.root.kind(&rel) {
+                let meta = Meta {
+                    mode: Some(if summary.windows { 0o755 } else { mode }),
+                    mtime: Some(mtime),
+                    ..Meta::default()
+                };
+                let _ = self.root.set_meta(&rel, &meta);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// The owner and extended attributes an entry's metadata carries (`xattrs` left out of
+    /// Windows layers, overlayfs' own counted as skipped).
+    fn meta<'h>(&self, h: &'h Header, win: bool, summary: &mut ExtractSummary) -> Meta<'h> {
+        let mut m = Meta {
+            owner: (self.preserve_owner && !win).then_some((h.uid as u32, h.gid as u32)),
+            ..Meta::default()
+        };
+        if !win {
+            for (k, v) in &h.xattrs {
+                if beneath::is_overlay_xattr(k) {
+                    tracing::debug!("xattr `{k}` of `{}` not restored: overlayfs' own", h.path);
+                    summary.xattrs_skipped += 1;
+                } else {
+                    m.xattrs.push((k.as_str(), v.as_slice()));
+                }
+            }
+        }
+        m
+    }
+
+    fn entry(
+        &mut self,
+        tar: &mut TarReader<Decompressed>,
+        h: &Header,
+        offset: u64,
+        comps: &[&str],
+        win: bool,
+        summary: &mut ExtractSummary,
+    ) -> Result<(), ExtractError> {
+        let root = &self.root;
+        let be = || refused(h, offset);
+        let mut meta = self.meta(h, win, summary);
         match h.kind {
             Kind::Dir => {
-                if !stage.clear(&path, &rel, true)? {
-                    fs::create_dir(&path).map_err(io_at("create directory", &path))?;
-                    summary.dirs += 1;
+                match root.kind(comps).map_err(be())? {
+                    Some(NodeKind::Dir) => {}
+                    Some(_) => {
+                        root.remove(comps).map_err(be())?;
+                        root.create_dir(comps).map_err(be())?;
+                        summary.dirs += 1;
+                    }
+                    None => {
+                        root.create_dir(comps).map_err(be())?;
+                        summary.dirs += 1;
+                    }
                 }
-                stage.dirs.insert(rel.clone());
-                stage.deferred_dirs.push((path.clone(), h.mode, h.mtime));
+                summary.xattrs_skipped += root.set_meta(comps, &meta).map_err(be())?;
+                self.deferred_dirs.push((
+                    comps.iter().map(|s| s.to_string()).collect(),
+                    h.mode,
+                    h.mtime,
+                ));
             }
             Kind::File => {
-                stage.clear(&path, &rel, false)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(io_at("create", &path))?;
+                root.remove(comps).map_err(be())?;
+                let mut f = root.create_file(comps).map_err(be())?;
+                let path = root.display_path(comps);
                 let n = io::copy(&mut tar.content(), &mut f).map_err(|e| {
                     if e.kind() == io::ErrorKind::InvalidData
                         || e.kind() == io::ErrorKind::UnexpectedEof
@@ -409,150 +510,178 @@ fn extract_into(
                         io_at("write", &path)(e)
                     }
                 })?;
-                set_mtime(&f, h.mtime);
-                drop(f);
-                set_mode(
-                    &path,
-                    if win {
-                        0o644 | (h.mode & 0o111)
-                    } else {
-                        h.mode
-                    },
-                )
-                .map_err(io_at("chmod", &path))?;
+                meta.mode = Some(if win {
+                    0o644 | (h.mode & 0o111)
+                } else {
+                    h.mode
+                });
+                meta.mtime = Some(h.mtime);
+                summary.xattrs_skipped += beneath::set_file_meta(&f, &path, &meta).map_err(be())?;
                 summary.files += 1;
                 summary.bytes += n;
             }
             Kind::Symlink => {
-                stage.clear(&path, &rel, false)?;
-                make_symlink(&h.link, &path).map_err(io_at("create symlink", &path))?;
+                names::check_symlink_target(&h.link)
+                    .map_err(|e| hostile(h, offset, e.to_string()))?;
+                root.remove(comps).map_err(be())?;
+                root.symlink(&h.link, comps).map_err(be())?;
+                meta.mtime = Some(h.mtime);
+                summary.xattrs_skipped += root.set_meta(comps, &meta).map_err(be())?;
                 summary.links += 1;
             }
             Kind::Hardlink => {
-                let link = if win {
-                    h.link.strip_prefix("Files/").ok_or_else(|| {
-                        hostile(format!("hard link to `{}`, outside `Files/`", h.link))
-                    })?
-                } else {
-                    h.link.as_str()
-                };
-                let tcomps = components(link)
-                    .map_err(|r| hostile(format!("hard link target `{}`: {r}", h.link)))?;
-                let target = stage.prepare(&tcomps, &h.path, offset)?;
-                match fs::symlink_metadata(&target) {
-                    Ok(m) if m.file_type().is_file() => {}
-                    Ok(_) => {
-                        return Err(hostile(format!(
-                            "hard link target `{}` is not a regular file",
-                            h.link
-                        )));
+                let tcomps: Vec<&str> = if win {
+                    match names::windows_entry(&h.link) {
+                        Ok(WindowsEntry::Files(c)) if !c.is_empty() => c,
+                        Ok(_) => {
+                            return Err(hostile(
+                                h,
+                                offset,
+                                format!("hard link to `{}`, outside `Files/`", h.link),
+                            ));
+                        }
+                        Err(e) => {
+                            return Err(hostile(
+                                h,
+                                offset,
+                                format!("hard link target `{}`: {e}", h.link),
+                            ));
+                        }
                     }
-                    Err(_) => {
-                        return Err(hostile(format!(
-                            "hard link target `{}` does not exist earlier in the layer",
-                            h.link
-                        )));
+                } else {
+                    names::components_nonempty(&h.link, Rules::for_layer(false)).map_err(|e| {
+                        hostile(h, offset, format!("hard link target `{}`: {e}", h.link))
+                    })?
+                };
+                if tcomps == comps {
+                    return Err(hostile(h, offset, "a hard link to itself"));
+                }
+                match root.kind(&tcomps).map_err(be())? {
+                    Some(NodeKind::Dir) => {
+                        return Err(hostile(
+                            h,
+                            offset,
+                            format!("hard link target `{}` is a directory", h.link),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(hostile(
+                            h,
+                            offset,
+                            format!(
+                                "hard link target `{}` does not exist earlier in the layer{}",
+                                h.link,
+                                if self.mode == Mode::Apply {
+                                    " or a lower one"
+                                } else {
+                                    ""
+                                }
+                            ),
+                        ));
                     }
                 }
-                stage.clear(&path, &rel, false)?;
-                fs::hard_link(&target, &path).map_err(io_at("create hard link", &path))?;
+                root.remove(comps).map_err(be())?;
+                root.hard_link(&tcomps, comps).map_err(be())?;
                 summary.links += 1;
             }
             Kind::CharDevice | Kind::BlockDevice | Kind::Fifo => {
-                if !make_special(h.kind, &path, h.mode, h.dev)? {
+                if h.kind != Kind::Fifo && !self.root_user {
                     summary.skipped += 1;
+                    return Ok(());
                 }
+                let special = match h.kind {
+                    Kind::CharDevice => Special::Char,
+                    Kind::BlockDevice => Special::Block,
+                    _ => Special::Fifo,
+                };
+                root.remove(comps).map_err(be())?;
+                match root.mknod(comps, special, h.mode & 0o777, h.dev) {
+                    Ok(()) => {}
+                    Err(e)
+                        if e.io()
+                            .is_some_and(|e| e.kind() == io::ErrorKind::Unsupported) =>
+                    {
+                        summary.skipped += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(refused(h, offset)(e)),
+                }
+                meta.mode = Some(h.mode);
+                meta.mtime = Some(h.mtime);
+                summary.xattrs_skipped += root.set_meta(comps, &meta).map_err(be())?;
+                summary.devices += 1;
             }
         }
-        if !win && !h.xattrs.is_empty() && h.kind != Kind::Symlink {
-            for (k, v) in &h.xattrs {
-                if let Err(e) = super::xattr::set(&path, k, v) {
-                    tracing::debug!("xattr `{k}` on `{}` not restored: {e}", path.display());
-                    summary.xattrs_skipped += 1;
+        Ok(())
+    }
+
+    /// Empties `dir` of what lower layers put there, keeping what this layer wrote.
+    fn opaque(&self, dir: &[&str]) -> Result<(), BeneathError> {
+        let Some(names) = self.root.read_dir(dir)? else {
+            return Ok(());
+        };
+        for n in &names {
+            let mut p = dir.to_vec();
+            p.push(n);
+            if self.written.contains(&p.join("/")) {
+                if self.root.kind(&p)? == Some(NodeKind::Dir) {
+                    self.opaque(&p)?;
                 }
+            } else {
+                self.root.remove(&p)?;
             }
         }
-        if stage.preserve_owner && !win {
-            #[cfg(unix)]
+        Ok(())
+    }
+
+    fn overlay_whiteout(
+        &self,
+        victim: &[&str],
+        h: &Header,
+        offset: u64,
+    ) -> Result<(), ExtractError> {
+        self.root.remove(victim).map_err(refused(h, offset))?;
+        match self.root.mknod(victim, Special::Char, 0, (0, 0)) {
+            Ok(()) => {}
+            Err(e)
+                if e.io()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied) =>
             {
-                let _ = std::os::unix::fs::lchown(&path, Some(h.uid as u32), Some(h.gid as u32));
+                return Err(ExtractError::NeedsRoot {
+                    entry: h.path.clone(),
+                    offset,
+                    what: "a whiteout is a 0/0 character device",
+                });
             }
+            Err(e) => return Err(refused(h, offset)(e)),
+        }
+        let meta = Meta {
+            owner: self.preserve_owner.then_some((h.uid as u32, h.gid as u32)),
+            mtime: Some(h.mtime),
+            ..Meta::default()
+        };
+        self.root
+            .set_meta(victim, &meta)
+            .map_err(refused(h, offset))?;
+        Ok(())
+    }
+
+    fn overlay_opaque(&self, dir: &[&str], h: &Header, offset: u64) -> Result<(), ExtractError> {
+        self.root.create_dir_all(dir).map_err(refused(h, offset))?;
+        match self.root.set_xattr(dir, "trusted.overlay.opaque", b"y") {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.io()
+                    .is_some_and(|e| e.kind() == io::ErrorKind::PermissionDenied) =>
+            {
+                Err(ExtractError::NeedsRoot {
+                    entry: h.path.clone(),
+                    offset,
+                    what: "an opaque directory is the attribute `trusted.overlay.opaque`",
+                })
+            }
+            Err(e) => Err(refused(h, offset)(e)),
         }
     }
-    tar.drain()?;
-    // Directory modes and times last, deepest first, so that read-only directories and
-    // children written later do not get in the way.
-    let mut dirs = std::mem::take(&mut stage.deferred_dirs);
-    dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-    for (p, mode, mtime) in dirs {
-        if let Ok(d) = fs::File::open(&p) {
-            set_mtime(&d, mtime);
-        }
-        let _ = set_mode(&p, if summary.windows { 0o755 } else { mode });
-    }
-    Ok(summary)
-}
-
-#[cfg(unix)]
-fn make_special(kind: Kind, path: &Path, mode: u32, dev: (u32, u32)) -> Result<bool, ExtractError> {
-    use std::os::unix::ffi::OsStrExt;
-    if !is_root() && kind != Kind::Fifo {
-        return Ok(false);
-    }
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| io_at("mknod", path)(io::Error::other(e)))?;
-    let type_bits = match kind {
-        Kind::CharDevice => libc::S_IFCHR,
-        Kind::BlockDevice => libc::S_IFBLK,
-        _ => libc::S_IFIFO,
-    };
-    let devno = libc::makedev(dev.0, dev.1);
-    // SAFETY: `c` is a valid NUL-terminated path; mknod has no other preconditions.
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            type_bits | (mode & 0o7777) as libc::mode_t,
-            devno,
-        )
-    };
-    if rc != 0 {
-        return Err(io_at("mknod", path)(io::Error::last_os_error()));
-    }
-    Ok(true)
-}
-
-#[cfg(not(unix))]
-fn make_special(
-    _kind: Kind,
-    _path: &Path,
-    _mode: u32,
-    _dev: (u32, u32),
-) -> Result<bool, ExtractError> {
-    Ok(false)
-}
-
-/// Applies a layer on top of the tree at `root` (which holds the layers below it), as a
-/// container runtime stacks layers: entries are written, whiteouts delete what they name,
-/// opaque whiteouts empty their directory. The same safety rules as [`extract`] hold, but
-/// there is no staging: on error the tree is left part-applied, so callers apply into a
-/// directory of their own that they discard on failure.
-pub fn apply(
-    blob: impl Read + 'static,
-    root: &Path,
-    opts: &ExtractOptions,
-) -> Result<ExtractSummary, ExtractError> {
-    fs::create_dir_all(root).map_err(io_at("create directory", root))?;
-    let mut stage = Stage {
-        root: root.to_path_buf(),
-        dirs: HashSet::new(),
-        deferred_dirs: Vec::new(),
-        preserve_owner: opts.preserve_owner,
-        apply_whiteouts: true,
-    };
-    let d = open(blob, opts.limits).map_err(|e| ExtractError::Io {
-        op: "open layer",
-        path: root.to_path_buf(),
-        source: e,
-    })?;
-    extract_into(TarReader::new(d), &mut stage)
 }

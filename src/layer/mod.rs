@@ -1,12 +1,16 @@
 //! Layers: the tar streams container images are made of, in the Linux (OCI) and Windows
-//! formats; compression; digests computed while bytes stream; safe extraction; packing trees.
+//! formats; compression; digests computed while bytes stream; extraction that cannot write or delete outside its
+//! target (names checked in `names`, operations made beneath a descriptor in `beneath`);
+//! packing trees.
 //!
 //! This part uses `image` only; it knows nothing of the store or registries (callers hand it
 //! any `Read`/`Write`). The Windows format code is portable and tested on Linux.
 
+pub mod beneath;
 pub mod compress;
 pub mod diff;
 pub mod extract;
+pub mod names;
 pub mod pack;
 pub mod reader;
 pub mod tar;
@@ -16,7 +20,7 @@ pub mod xattr;
 
 pub use compress::{Compression, compress_stream};
 pub use diff::{Change, ChangeSet, diff_trees, write_changes};
-pub use extract::{ExtractError, ExtractOptions, ExtractSummary, apply, extract};
+pub use extract::{ExtractError, ExtractOptions, ExtractSummary, apply, extract, unpack_overlay};
 pub use pack::pack_dir;
 pub use reader::{ReadLimits, tar_reader};
 pub use writer::{Format, LayerDigests, LayerOptions, LayerWriter};

@@ -315,7 +315,11 @@ pub struct TarReader<R: Read> {
 
 fn parse_num(field: &[u8]) -> Option<u64> {
     if field.first().is_some_and(|b| b & 0x80 != 0) {
-        let mut v: u64 = (field[0] & 0x7f) as u64;
+        if field[0] & 0x40 != 0 {
+            // A negative base-256 number: no size, id or device is negative.
+            return None;
+        }
+        let mut v: u64 = (field[0] & 0x3f) as u64;
         for &b in &field[1..] {
             v = v.checked_mul(256)?.checked_add(b as u64)?;
         }
@@ -327,6 +331,54 @@ fn parse_num(field: &[u8]) -> Option<u64> {
         return Some(0);
     }
     u64::from_str_radix(s, 8).ok()
+}
+
+/// A time field: octal, or base-256 two's complement (negative times are before 1970).
+fn parse_time(field: &[u8]) -> Option<i64> {
+    let Some(&first) = field.first() else {
+        return Some(0);
+    };
+    if first & 0x80 == 0 {
+        return parse_num(field).and_then(|v| i64::try_from(v).ok());
+    }
+    // Bit 7 marks base-256 and is not part of the number; bit 6 is its sign.
+    let invert = if first & 0x40 != 0 { 0xff } else { 0 };
+    let mut x: u64 = 0;
+    for (i, &b) in field.iter().enumerate() {
+        let mut c = b ^ invert;
+        if i == 0 {
+            c &= 0x7f;
+        }
+        if x >> 56 != 0 {
+            return None;
+        }
+        x = x << 8 | c as u64;
+    }
+    if x >> 63 != 0 {
+        return None;
+    }
+    Some(if invert != 0 { !(x as i64) } else { x as i64 })
+}
+
+/// A PAX decimal number (`uid`, `gid`, `size`): digits only.
+fn pax_unsigned(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// A PAX time, `[-]secs[.frac]`: the whole seconds.
+fn pax_time(v: &str) -> Option<i64> {
+    let (secs, frac) = v.split_once('.').unwrap_or((v, ""));
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = secs.strip_prefix('-').unwrap_or(secs);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    secs.parse().ok()
 }
 
 fn cstr(b: &[u8]) -> String {
@@ -486,16 +538,56 @@ impl<R: Read> TarReader<R> {
                     let mut data = vec![0u8; size as usize];
                     self.read_exact_counted(&mut data, "an extended header")?;
                     self.skip(pad, "an extended header")?;
+                    // One of each per entry: two would leave readers to disagree on which
+                    // one counts.
+                    let twice = match typeflag {
+                        b'L' => gnu_name.is_some(),
+                        b'K' => gnu_link.is_some(),
+                        b'x' => had_pax,
+                        _ => false,
+                    };
+                    if twice {
+                        return Err(self.malformed(
+                            offset,
+                            Some(&name_hint),
+                            format!(
+                                "a second `{}` extended header for the same entry",
+                                typeflag as char
+                            ),
+                        ));
+                    }
                     match typeflag {
                         b'L' => gnu_name = Some(cstr(&data)),
                         b'K' => gnu_link = Some(cstr(&data)),
                         _ => {
                             let recs = parse_pax(&data)
                                 .map_err(|m| self.malformed(offset, Some(&name_hint), m))?;
+                            let mut seen = std::collections::BTreeSet::new();
                             for (k, v) in recs {
+                                let bad = |m: String| self.malformed(offset, Some(&name_hint), m);
+                                if !seen.insert(k.clone()) {
+                                    return Err(bad(format!("the PAX record `{k}` appears twice")));
+                                }
+                                if k.contains('\0') || k.is_empty() {
+                                    return Err(bad(
+                                        "a PAX record with an empty key or NUL in its key".into(),
+                                    ));
+                                }
                                 if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
                                     xattrs.insert(name.to_string(), v);
                                     continue;
+                                }
+                                if matches!(k.as_str(), "path" | "linkpath" | "uname" | "gname")
+                                    && v.contains(&0)
+                                {
+                                    return Err(bad(format!("the PAX record `{k}` contains NUL")));
+                                }
+                                if typeflag == b'g'
+                                    && matches!(k.as_str(), "path" | "linkpath" | "size")
+                                {
+                                    return Err(bad(format!(
+                                        "a global PAX header sets `{k}`, which would apply to every entry"
+                                    )));
                                 }
                                 let v = String::from_utf8_lossy(&v).into_owned();
                                 if typeflag == b'g' {
@@ -557,47 +649,54 @@ impl<R: Read> TarReader<R> {
             while path.len() > 1 && path.ends_with('/') {
                 path.pop();
             }
-            let num =
-                |key: &str, field: &[u8], pax: &mut BTreeMap<String, String>| -> Option<u64> {
-                    match pax.remove(key) {
-                        Some(v) => v.split('.').next().and_then(|s| s.parse().ok()),
-                        None => parse_num(field),
-                    }
-                };
+            let bad_field = |what: &str, value: &str| {
+                self.malformed(offset, Some(&path), format!("unreadable {what} `{value}`"))
+            };
+            let field = |b: &[u8]| cstr(b).trim_matches(|c| c == ' ' || c == '\0').to_string();
             let size = match pax.remove("size") {
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| self.malformed(offset, Some(&path), "bad PAX size"))?,
+                Some(v) => pax_unsigned(&v).ok_or_else(|| bad_field("PAX size", &v))?,
                 None => size,
             };
-            let mode = parse_num(&block[100..108]).unwrap_or(0) as u32;
-            let uid = num("uid", &block[108..116], &mut pax).unwrap_or(0);
-            let gid = num("gid", &block[116..124], &mut pax).unwrap_or(0);
+            let mode = parse_num(&block[100..108])
+                .and_then(|m| u32::try_from(m).ok())
+                .ok_or_else(|| bad_field("mode", &field(&block[100..108])))?;
+            let mut id = |key: &str, range: std::ops::Range<usize>| -> Result<u64, TarError> {
+                match pax.remove(key) {
+                    Some(v) => pax_unsigned(&v).ok_or_else(|| bad_field(&format!("PAX {key}"), &v)),
+                    None => parse_num(&block[range.clone()])
+                        .ok_or_else(|| bad_field(key, &field(&block[range]))),
+                }
+            };
+            let uid = id("uid", 108..116)?;
+            let gid = id("gid", 116..124)?;
             let mtime = match pax.remove("mtime") {
-                Some(v) => v
-                    .split('.')
-                    .next()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .unwrap_or(0),
-                None => parse_num(&block[136..148]).unwrap_or(0) as i64,
+                Some(v) => pax_time(&v).ok_or_else(|| bad_field("PAX mtime", &v))?,
+                None => parse_time(&block[136..148])
+                    .ok_or_else(|| bad_field("mtime", &field(&block[136..148])))?,
             };
             for k in ["atime", "ctime", "uname", "gname"] {
                 pax.remove(k);
             }
-            let dev = (
-                parse_num(&block[329..337]).unwrap_or(0) as u32,
-                parse_num(&block[337..345]).unwrap_or(0) as u32,
-            );
-            let content = if matches!(kind, Kind::File) { size } else { 0 };
-            let content_pad = (BLOCK as u64 - content % BLOCK as u64) % BLOCK as u64;
-            // Non-file entries may still carry a size field; skip what they claim.
-            if !matches!(kind, Kind::File) && size > 0 && typeflag != b'1' && typeflag != b'5' {
-                self.remaining = size;
-                self.padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
+            let dev = if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+                let major = parse_num(&block[329..337]).and_then(|v| u32::try_from(v).ok());
+                let minor = parse_num(&block[337..345]).and_then(|v| u32::try_from(v).ok());
+                match (major, minor) {
+                    (Some(a), Some(b)) => (a, b),
+                    _ => {
+                        return Err(bad_field(
+                            "device number",
+                            &format!("{}:{}", field(&block[329..337]), field(&block[337..345])),
+                        ));
+                    }
+                }
             } else {
-                self.remaining = content;
-                self.padding = content_pad;
-            }
+                (0, 0)
+            };
+            // Links, directories, devices and FIFOs are header-only, whatever size they
+            // claim (as Go's archive/tar, and so Docker, reads them): the next header follows.
+            let content = if matches!(kind, Kind::File) { size } else { 0 };
+            self.remaining = content;
+            self.padding = (BLOCK as u64 - content % BLOCK as u64) % BLOCK as u64;
             return Ok(Some(Entry {
                 header: Header {
                     path,
