@@ -219,18 +219,14 @@ struct Node {
     link: Option<PathBuf>,
 }
 
-/// Everything under `base` but the roots written (the extract and overlay targets, the build
-/// root file systems, the store). `$TMPDIR`'s own mtime is left out: roots come and go in it.
+/// Everything under `base` but the roots written (the extract and overlay targets, and the
+/// store, whose private `tmp/` holds the build's root file systems). `$TMPDIR`'s own mtime is
+/// left out: roots come and go in it. A build leaves nothing in `$TMPDIR` at all.
 fn snapshot(b: &Base) -> BTreeMap<PathBuf, Node> {
     let mut out = BTreeMap::new();
     let tmp = b.tmp();
     let skip = |p: &Path| {
-        p == b.store()
-            || p == tmp.join("out")
-            || p == tmp.join("ovl")
-            || (p.parent() == Some(&tmp)
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("wcbuild-rootfs-")))
+        p == b.store() || p == tmp.join("out") || p == tmp.join("ovl")
     };
     fn walk(p: &Path, tmp: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut BTreeMap<PathBuf, Node>) {
         let m = fs::symlink_metadata(p).unwrap();
