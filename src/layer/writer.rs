@@ -88,6 +88,11 @@ impl<W: Write> LayerWriter<W> {
         })
     }
 
+    /// The format being written.
+    pub fn format(&self) -> Format {
+        self.opts.format
+    }
+
     fn start(&mut self) -> io::Result<()> {
         if self.started {
             return Ok(());
