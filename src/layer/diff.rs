@@ -1284,3 +1284,107 @@ mod tests {
         let _ = fs::remove_dir_all(&base);
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod overlay_tests {
+    use super::*;
+    use crate::layer::tar::TarReader;
+    use crate::layer::{Compression, Format, LayerOptions};
+
+    fn whiteout(p: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path; a 0/0 character device.
+        assert_eq!(
+            unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, 0) },
+            0
+        );
+    }
+
+    fn entries(upper: &Path, lowers: &[PathBuf], format: Format) -> Vec<(String, Kind, u32)> {
+        let opts = LayerOptions {
+            format,
+            compression: Compression::None,
+            threads: 1,
+            ..LayerOptions::default()
+        };
+        let mut w = LayerWriter::new(Vec::new(), opts).unwrap();
+        write_overlay_changes(upper, lowers, &mut w).unwrap();
+        let tar = w.finish().unwrap().1;
+        let mut r = TarReader::new(&tar[..]);
+        let mut v = Vec::new();
+        while let Some(e) = r.next_entry().unwrap() {
+            let cap = e.header.xattrs.contains_key("security.capability") as u32;
+            v.push((e.header.path, e.header.kind, e.header.mode | cap << 20));
+        }
+        v
+    }
+
+    /// Hand-made upper and lowers (root needed for whiteout devices and trusted xattrs).
+    #[test]
+    fn overlay_upper_dirs() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("wcbuild-ovl-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let (l1, l0, up) = (base.join("l1"), base.join("l0"), base.join("up"));
+        for d in ["a/b", "o", "w"] {
+            fs::create_dir_all(l0.join(d)).unwrap();
+        }
+        fs::write(l0.join("a/b/f"), "f").unwrap();
+        fs::write(l0.join("o/x"), "x").unwrap();
+        fs::write(l0.join("w/gone-in-l1"), "g").unwrap();
+        fs::write(l0.join("bin"), "bin").unwrap();
+        fs::create_dir_all(l1.join("w")).unwrap();
+        whiteout(&l1.join("w/gone-in-l1"));
+        fs::create_dir_all(up.join("a/b")).unwrap();
+        fs::create_dir_all(up.join("o")).unwrap();
+        fs::create_dir_all(up.join("w")).unwrap();
+        whiteout(&up.join("a/b/f"));
+        whiteout(&up.join("w/gone-in-l1"));
+        whiteout(&up.join("never"));
+        crate::layer::xattr::set(&up.join("o"), "trusted.overlay.opaque", b"y").unwrap();
+        fs::write(up.join("o/new"), "n").unwrap();
+        // A file capability (VFS v2: magic, permitted, inheritable).
+        fs::write(up.join("bin"), "bin2").unwrap();
+        let mut cap = vec![0u8; 20];
+        cap[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+        cap[4] = 1 << 2;
+        crate::layer::xattr::set(&up.join("bin"), "security.capability", &cap).unwrap();
+        let lowers = vec![l1.clone(), l0.clone()];
+        let got = entries(&up, &lowers, Format::Linux);
+        let names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
+        // The whiteout of something the lowers do not have (any more) is dropped; the opaque
+        // directory lists what went; the capability is kept.
+        assert_eq!(
+            names,
+            ["a", "a/b", "a/b/.wh.f", "bin", "o", "o/new", "o/.wh.x"]
+        );
+        assert_eq!(got[3].2 >> 20, 1);
+        assert_eq!(got[2].2, 0);
+        let win = entries(&up, &lowers, Format::Windows);
+        let names: Vec<&str> = win.iter().map(|e| e.0.as_str()).collect();
+        assert!(
+            names.contains(&"Files/o/.wh.x") && names.contains(&"Files/a/b/.wh.f"),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains(".wh..wh..opq")));
+        // A redirect (renamed directory) cannot be followed.
+        crate::layer::xattr::set(&up.join("a"), "trusted.overlay.redirect", b"/z").unwrap();
+        let opts = LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        };
+        let mut w = LayerWriter::new(Vec::new(), opts).unwrap();
+        let err = write_overlay_changes(&up, &lowers, &mut w)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("trusted.overlay.redirect") && err.contains("/up/a"),
+            "{err}"
+        );
+        let _ = fs::remove_dir_all(&base);
+    }
+}

@@ -616,7 +616,7 @@ impl Drop for Held {
     }
 }
 
-fn mount_tmpfs(target: &Path, options: &str) -> io::Result<()> {
+fn mount_tmpfs(target: &Path, options: &str, noexec: bool) -> io::Result<()> {
     let t = super::fsutil::cstr(target)?;
     let o = std::ffi::CString::new(options).map_err(io::Error::other)?;
     // SAFETY: NUL-terminated strings.
@@ -625,7 +625,8 @@ fn mount_tmpfs(target: &Path, options: &str) -> io::Result<()> {
             c"tmpfs".as_ptr(),
             t.as_ptr(),
             c"tmpfs".as_ptr(),
-            (libc::MS_NODEV | libc::MS_NOSUID) as libc::c_ulong,
+            (libc::MS_NODEV | libc::MS_NOSUID | if noexec { libc::MS_NOEXEC } else { 0 })
+                as libc::c_ulong,
             o.as_ptr().cast(),
         )
     };
@@ -862,12 +863,7 @@ impl Worker<'_> {
                 } => {
                     mkdir(&here)?;
                     let noexec = mode & 0o111 == 0;
-                    let opts = if noexec {
-                        "mode=0700,noexec"
-                    } else {
-                        "mode=0700"
-                    };
-                    mount_tmpfs(&here, opts)
+                    mount_tmpfs(&here, "mode=0700", noexec)
                         .map_err(|e| merr(format!("tmpfs for the secret: {e}")))?;
                     held.push(Held::Tmpfs(here.clone()));
                     let file = here.join("secret");
