@@ -4,6 +4,7 @@
 //! - [`dockerfile`]: the Dockerfile language (parser, expansion lexer, validation, .dockerignore)
 //! - [`plan`]: stages, ARG scoping and expansion, per platform
 //! - [`image`]: references, platforms and os.version matching, manifests, configs, media types
+//! - [`runtime`]: `RUN` steps in a container (OCI runtimes on Linux) and their change sets
 //! - [`report`]: dedup analysis over layer indexes, and its table, JSON and HTML renderers
 //! - [`ops`]: the use cases the commands call
 //! - [`cli`]: the command line; the only part that prints
@@ -17,4 +18,5 @@ pub mod plan;
 pub mod progress;
 pub mod registry;
 pub mod report;
+pub mod runtime;
 pub mod store;
