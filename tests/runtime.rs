@@ -805,14 +805,12 @@ fn change_sets_as_layers() {
     }
 }
 
-/// The tree a step leaves, as (path → kind, mode, owner, size, link, content).
-fn tree(root: &Path) -> BTreeMap<String, (u32, u32, u32, u64, String, Vec<u8>)> {
+/// The tree a step leaves, as (path → mode, owner, group, size, link, content).
+type Tree = BTreeMap<String, (u32, u32, u32, u64, String, Vec<u8>)>;
+
+fn tree(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        out: &mut BTreeMap<String, (u32, u32, u32, u64, String, Vec<u8>)>,
-    ) {
+    fn walk(root: &Path, dir: &Path, out: &mut Tree) {
         for e in fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             let m = fs::symlink_metadata(&p).unwrap();
@@ -995,6 +993,10 @@ fn cancel_kills_the_container() {
     assert!(!mounts.contains(&rootfs.scratch.display().to_string()));
 }
 
+type D = std::time::Duration;
+/// mount, bundle, runtime, cleanup, diff, total.
+type Row = (D, D, D, D, D, D);
+
 #[test]
 fn trivial_step_timings() {
     let fx = Fixture::new("timing");
@@ -1015,16 +1017,7 @@ fn trivial_step_timings() {
             run_done + diff,
         ));
     }
-    let med = |f: &dyn Fn(
-        &(
-            std::time::Duration,
-            std::time::Duration,
-            std::time::Duration,
-            std::time::Duration,
-            std::time::Duration,
-            std::time::Duration,
-        ),
-    ) -> std::time::Duration| {
+    let med = |f: &dyn Fn(&Row) -> std::time::Duration| {
         let mut v: Vec<_> = rows.iter().map(f).collect();
         v.sort();
         v[v.len() / 2]
@@ -1038,7 +1031,8 @@ fn trivial_step_timings() {
         med(&|r| r.3),
         med(&|r| r.4),
         total,
-        runtime().name()
+        runtime().name(),
+        runtime().probe_time()
     );
     assert!(total < std::time::Duration::from_millis(500), "{total:?}");
 }

@@ -327,7 +327,16 @@ fn probe_binary(binary: &Path, flavor: Flavor, state: &Path) -> Result<Probed, S
     if unsafe { libc::geteuid() } != 0 {
         return Err("steps need root (rootless runtimes are not supported yet)".into());
     }
-    let dir = state.join(format!("probe-{}", std::process::id()));
+    // Beside the state directory, not in it: runtimes read every directory there as a
+    // container.
+    let dir = state.with_file_name(format!(
+        "probe-{}-{}",
+        state
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&dir);
     let rootfs = dir.join("rootfs");
     fs::create_dir_all(&rootfs).map_err(|e| format!("`{}`: {e}", rootfs.display()))?;
@@ -896,7 +905,9 @@ impl Worker<'_> {
                     uid,
                     gid,
                 } => {
-                    let sock = self.rt.state.join(format!(
+                    // Short (socket paths are limited to 108 bytes), beside the state
+                    // directory.
+                    let sock = self.rt.state.with_file_name(format!(
                         "{}-ssh{i}.sock",
                         self.id.trim_start_matches("wcbuild-")
                     ));

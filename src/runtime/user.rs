@@ -252,7 +252,7 @@ fn exec_user(root: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), UserError>
                 let name = matched_name.unwrap_or_default();
                 let listed: Vec<u32> = groups
                     .iter()
-                    .filter(|g| g.list.iter().any(|u| *u == name))
+                    .filter(|g| g.list.contains(&name))
                     .map(|g| g.gid as u32)
                     .collect();
                 if !listed.is_empty() {
