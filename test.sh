@@ -16,7 +16,9 @@ cd "$(dirname "$0")"
 # - python3-cryptography: the test token server signs its JWTs with it
 # - chromium: the dedup HTML report is loaded and screenshotted headless
 # - git: ADD of git repositories checks them out with it (the test serves one with git daemon)
-packages=(git gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io pigz docker-registry apache2-utils openssl python3-cryptography chromium)
+# - runc (also pulled in by docker.io), crun: the OCI runtimes RUN steps use; crun is probed
+#   and refused on hosts with hybrid cgroups, which the tests exercise
+packages=(git gcc-mingw-w64-x86-64-posix skopeo umoci busybox-static docker.io runc crun pigz docker-registry apache2-utils openssl python3-cryptography chromium)
 need_apt=()
 for pkg in "${packages[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")

@@ -37,6 +37,11 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         cache_from: Vec::new(),
         cache_to: None,
         cache_max: false,
+        oci_runtime: None,
+        network: wcbuild::ops::build::NetworkMode::Host,
+        secrets: Default::default(),
+        ssh: Default::default(),
+        allow_insecure: false,
     }
 }
 

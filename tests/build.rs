@@ -280,8 +280,9 @@ fn builds_are_reproducible_with_source_date_epoch() {
 }
 
 #[test]
-fn what_is_not_built_yet_fails_clearly() {
+fn what_cannot_run_here_fails_clearly() {
     let root = tempdir("fail");
+    // A RUN in a stage with no shell: the runtime's own words, the line quoted.
     let ctx = context(&[
         ("Dockerfile", "FROM scratch\nCOPY a.txt /\nRUN echo hi\n"),
         ("a.txt", "a"),
@@ -289,13 +290,29 @@ fn what_is_not_built_yet_fails_clearly() {
     let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("Dockerfile:3:1: RUN needs a container runtime"),
+        err.contains("Dockerfile:3:1: ") && err.contains("/bin/sh"),
         "{err}"
     );
     assert!(
         err.contains(" 3 | RUN echo hi"),
         "the line is quoted: {err}"
     );
+    // A RUN on a Windows stage on this Linux host: which runtime it would need.
+    let fixture = repo().join("fixtures/nanoserver.tar");
+    let (code, _, err) = wcbuild(&root, &["load", "-i", fixture.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\nRUN echo hi\n",
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1: RUN on a Windows stage needs a Windows runtime")
+            && err.contains("Host Compute Service"),
+        "{err}"
+    );
+    let root = tempdir("fail-empty");
     let ctx = context(&[(
         "Dockerfile",
         "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\n",

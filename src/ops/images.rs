@@ -201,6 +201,7 @@ pub fn remove(store: &Store, names: &[String]) -> Result<Vec<String>, ImageError
 pub fn prune(store: Store, drop_cache: bool) -> Result<PruneReport, ImageError> {
     let roots = if drop_cache {
         store.drop_build_cache()?;
+        store.remove_cache_mounts()?;
         Vec::new()
     } else {
         store.step_roots()

@@ -18,6 +18,10 @@ pub(super) struct StageState {
     /// What the stage's layers hold by path, and how many layers it has applied; made when
     /// a step first asks.
     pub(super) view: Option<(StageView, usize)>,
+    /// The environment a RUN step gets: the image's ENV, then ENV and ARG values in order.
+    pub(super) run_env: Vec<(String, String)>,
+    /// The stage's ARGs in order, with their values (BuildKit lists them in RUN's history).
+    pub(super) build_args: Vec<(String, Option<String>)>,
 }
 
 impl StageState {
@@ -38,6 +42,23 @@ impl StageState {
     /// The view [`Self::refresh_view`] made.
     pub(super) fn view(&self) -> Option<&StageView> {
         self.view.as_ref().map(|(v, _)| v)
+    }
+
+    /// Sets `key` in the RUN environment (in place when it is there; case-insensitively on
+    /// Windows stages).
+    pub(super) fn set_run_env(&mut self, key: &str, value: &str) {
+        let windows = self.windows();
+        let same = |k: &str| {
+            if windows {
+                k.eq_ignore_ascii_case(key)
+            } else {
+                k == key
+            }
+        };
+        match self.run_env.iter_mut().find(|(k, _)| same(k)) {
+            Some(e) => e.1 = value.to_string(),
+            None => self.run_env.push((key.to_string(), value.to_string())),
+        }
     }
 
     pub(super) fn windows(&self) -> bool {
@@ -95,4 +116,6 @@ pub(super) struct Ctx<'a> {
     pub(super) reporter: &'a mut dyn Reporter,
     /// The stage being built (for progress events).
     pub(super) stage: usize,
+    /// The runtime Linux RUN steps use, chosen when the first one runs.
+    pub(super) runtime: Option<std::sync::Arc<dyn crate::runtime::Runtime>>,
 }
