@@ -183,6 +183,13 @@ mod tests {
         let h = detect().expect("RtlGetVersion answers");
         assert!(h.version.major >= 6, "{h:?}");
         assert!(h.version.build >= 7600, "{h:?}");
+        // The Wine runner (.ci/wine/runner) sets the registry's UBR and says to what.
+        if let Some(ubr) = std::env::var("WCBUILD_WINE_UBR")
+            .ok()
+            .and_then(|u| u.parse::<u32>().ok())
+        {
+            assert_eq!(h.version.revision, ubr, "{h:?}");
+        }
         let again = WindowsVersion::parse(&h.version.to_string()).unwrap();
         assert_eq!(again, h.version);
         let p = {
