@@ -6,6 +6,7 @@
 //! 3 a CI gate of `wcbuild dedup` failed (the report is still written).
 
 mod build;
+mod compat;
 mod dedup;
 mod dockerfile;
 mod images;
@@ -74,7 +75,7 @@ pub enum Commands {
     /// Report which layers and files images share and duplicate
     Dedup(dedup::DedupArgs),
     /// Say which Windows hosts and isolation modes can run an image
-    Compat(Pending),
+    Compat(compat::CompatArgs),
     /// Log in to a registry
     Login(registry::LoginArgs),
     /// Log out of a registry
@@ -169,6 +170,7 @@ pub fn main() -> ExitCode {
         Commands::Save(a) => images::save(g, a),
         Commands::Load(a) => images::load(g, a),
         Commands::Dedup(a) => dedup::run(g, a),
+        Commands::Compat(a) => compat::run(g, a),
         Commands::Prune(a) => images::prune(g, a),
         Commands::Layer(cmd) => layer::run(cmd),
         Commands::Pull(a) => registry::pull(g, a),

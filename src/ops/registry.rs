@@ -40,6 +40,9 @@ pub enum TransferError {
         /// The platforms it has.
         available: Vec<String>,
     },
+    /// The Windows host description (`WCBUILD_HOST_WINDOWS_VERSION`) does not parse.
+    #[error(transparent)]
+    Host(#[from] super::host::HostError),
     /// A document is not what its media type says.
     #[error("`{what}` is not a valid {kind}: {message}")]
     Invalid {
@@ -55,7 +58,8 @@ pub enum TransferError {
 /// How `pull` chooses and keeps.
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
-    /// The platform wanted (default: the host's; a Windows version picks that build).
+    /// The platform wanted (a Windows version picks that build). Default: the host's; a
+    /// Windows host takes the newest entry it can run (`image::compat::choose_for_host`).
     pub platform: Option<Platform>,
     /// Keep the whole index and every platform's image.
     pub all_platforms: bool,
@@ -464,7 +468,12 @@ pub async fn pull(
         present: 0,
         blobs: BTreeSet::new(),
     };
-    let wanted = opts.platform.clone().unwrap_or_else(super::host::platform);
+    // No platform asked for: the host's; a Windows host takes the entry it runs by Microsoft's
+    // compatibility rule (image::compat), not only its own build.
+    let (wanted, windows_host) = match &opts.platform {
+        Some(p) => (p.clone(), None),
+        None => (super::host::platform()?, super::host::windows_host()?),
+    };
     let mut platforms = Vec::new();
     let tagged: IndexEntry;
     if media::is_index(&top.media_type) {
@@ -479,12 +488,22 @@ pub async fn pull(
         } else {
             let candidates: Vec<Option<&Platform>> =
                 idx.manifests.iter().map(|m| m.platform.as_ref()).collect();
-            match crate::image::platform::choose(&wanted, &candidates) {
+            let choice = match &windows_host {
+                Some(host) => crate::image::compat::choose_for_host(host, &wanted, &candidates),
+                None => crate::image::platform::choose(&wanted, &candidates),
+            };
+            match choice {
                 Some(i) => vec![i],
                 None => {
                     return Err(TransferError::NoPlatform {
                         reference: full,
-                        wanted: wanted.to_string(),
+                        wanted: match &windows_host {
+                            Some(h) => format!(
+                                "the {} host {h} under either isolation (see `wcbuild compat`)",
+                                h.sku
+                            ),
+                            None => wanted.to_string(),
+                        },
                         available: describe_platforms(&idx),
                     });
                 }
