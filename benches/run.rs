@@ -137,7 +137,9 @@ fn main() {
         ("one RUN writing 10,000 files, --no-cache", &many, true),
         ("ten RUN steps, cached", &ten, false),
     ];
-    println!("workload | wcbuild median (min–max) | docker build median (min–max) | docker ÷ wcbuild");
+    println!(
+        "workload | wcbuild median (min–max) | docker build median (min–max) | docker ÷ wcbuild"
+    );
     println!("---|---|---|---");
     for (name, ctx, no_cache) in workloads {
         let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -592,7 +592,6 @@ fn pull_on_a_described_windows_host_takes_the_entry_it_runs() {
 
 /// `FROM` of a multi-version index on a Windows host builds on the entry `pull` takes.
 #[test]
-#[ignore = "needs ops/build/base.rs to choose through ops::compat::base_entry when no --platform is given"]
 fn from_a_multi_version_index_on_a_described_windows_host() {
     let ctx = tempdir("from");
     std::fs::write(
