@@ -29,6 +29,7 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         target: None,
         platform: None,
         compression: Compression::Gzip(6),
+        compression_explicit: true,
         source_date_epoch: None,
         labels: Vec::new(),
         no_cache,

@@ -54,9 +54,15 @@ fn build_save_and_load_on_the_nano_server_fixture() {
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     );
     assert_eq!(code, 0, "{err}");
-    let digest = out.trim().to_string();
-    assert!(digest.starts_with("sha256:"), "{out}");
+    let id = out.trim().to_string();
+    assert!(id.starts_with("sha256:"), "{out}");
     let v = inspect(&root, "site:1");
+    assert_eq!(
+        v["manifest"]["config"]["digest"],
+        id.as_str(),
+        "the image ID"
+    );
+    let digest = v["digest"].as_str().unwrap().to_string();
     assert_eq!(v["config"]["os"], "windows");
     assert_eq!(v["config"]["os.version"], "10.0.20348.2849");
     // As BuildKit stores it: the system drive stripped.

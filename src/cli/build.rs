@@ -12,8 +12,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LayerCompression {
+    /// uncompressed while the image stays in the store (as Docker keeps it), gzip when it
+    /// leaves: compressed in the build's pass with --push or --output type=oci, once and
+    /// remembered by a later push
+    Auto,
     /// gzip level 6 (what every registry and runtime reads)
     Gzip,
     /// zstd level 3
@@ -42,7 +46,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Layer compression
-    #[arg(long, value_enum, default_value = "gzip")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub compression: LayerCompression,
     /// Clamp file times and set the image's times to this Unix time (reproducible builds)
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
@@ -569,10 +573,11 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         target: args.target.clone(),
         platform: None,
         compression: match args.compression {
+            LayerCompression::Auto | LayerCompression::Uncompressed => Compression::None,
             LayerCompression::Gzip => Compression::Gzip(6),
             LayerCompression::Zstd => Compression::Zstd(3),
-            LayerCompression::Uncompressed => Compression::None,
         },
+        compression_explicit: args.compression != LayerCompression::Auto,
         source_date_epoch: args.source_date_epoch,
         labels,
         no_cache: args.no_cache,
@@ -732,7 +737,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &out.digest)
+        std::fs::write(f, result.image_id())
             .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
     }
     if talk {
@@ -746,7 +751,10 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             );
         }
         for img in &out.images {
-            eprintln!("built {} ({})", img.digest, img.platform);
+            eprintln!(
+                "built {} ({}; manifest {})",
+                img.config_digest, img.platform, img.digest
+            );
         }
         if out.images.len() > 1 {
             eprintln!("index {} ({} platforms)", out.digest, out.images.len());
@@ -762,6 +770,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
     {
         eprint!("\n{}", first.lint_summary);
     }
-    println!("{}", out.digest);
+    // The image ID on stdout, as `docker build -q` prints it.
+    println!("{}", result.image_id());
     Ok(ExitCode::SUCCESS)
 }

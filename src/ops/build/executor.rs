@@ -398,14 +398,13 @@ impl Execution<'_> {
                 format!("{} {}", stage.base, layers.join(","))
             }
         };
+        // The compression is not part of it: one layer is the same layer whether it is kept
+        // uncompressed or compressed (the forms are tied by diff_id).
         let mut chain = cache_key(&[
             CACHE_KEY_VERSION,
             &base_id,
             &serde_json::to_string(&state.config.platform()).unwrap_or_default(),
-            &format!(
-                "{:?} {:?}",
-                settings.compression, settings.source_date_epoch
-            ),
+            &format!("{:?}", settings.source_date_epoch),
         ]);
         ctx.stage = si;
         ctx.reporter.event(Event::Stage {

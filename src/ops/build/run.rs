@@ -11,7 +11,7 @@ use super::context::resolve_beneath;
 use super::paths::join_clean;
 use super::rootfs::RootfsCache;
 use super::settings::{BuildSettings, NamedContext, NetworkMode};
-use super::state::{Ctx, StageState, add_layer};
+use super::state::{Ctx, StageState, add_layer, in_compression};
 use crate::dockerfile::check::{CommandLine, Mount, MountType};
 use crate::dockerfile::ignore::IgnoreFile;
 use crate::progress::Event;
@@ -741,6 +741,7 @@ pub(super) fn run_step(
     let key = cache_key(&refs);
     // A hit reuses the recorded layer: no container starts.
     if let Some((layer, diff_id)) = ctx.cache.lookup(ctx.store, &key) {
+        let layer = in_compression(ctx, layer, &diff_id)?;
         state.layers.push(layer);
         state.config.rootfs.diff_ids.push(diff_id);
         return Ok(RunDone {

@@ -25,8 +25,11 @@ pub struct BuildSettings {
     pub target: Option<String>,
     /// `--platform` (one).
     pub platform: Option<Platform>,
-    /// Layer compression.
+    /// The compression new layers are written with.
     pub compression: Compression,
+    /// `--compression` was given: a layer the cache holds in another compression is converted
+    /// (once, remembered). Otherwise (`auto`) any form of a cached layer is used as it is.
+    pub compression_explicit: bool,
     /// `SOURCE_DATE_EPOCH`: clamps file times and sets the config and history times.
     pub source_date_epoch: Option<i64>,
     /// `--label K=V`.

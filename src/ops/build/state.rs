@@ -5,7 +5,7 @@ use super::cache::BuildCache;
 use super::settings::BuildSettings;
 use super::view::StageView;
 use crate::image::{Descriptor, ImageConfig};
-use crate::layer::{Format, LayerOptions, LayerWriter};
+use crate::layer::{Compression, Format, LayerOptions, LayerWriter};
 use crate::progress::Reporter;
 use crate::store::Store;
 
@@ -79,6 +79,7 @@ pub(super) fn add_layer(
     ) -> std::io::Result<()>,
 ) -> Result<bool, String> {
     if let Some((layer, diff_id)) = ctx.cache.lookup(ctx.store, key) {
+        let layer = in_compression(ctx, layer, &diff_id)?;
         state.layers.push(layer);
         state.config.rootfs.diff_ids.push(diff_id);
         return Ok(true);
@@ -103,9 +104,32 @@ pub(super) fn add_layer(
         .map_err(|e| e.to_string())?;
     let layer = Descriptor::new(d.media_type, &digest, d.size);
     ctx.cache.record(ctx.store, key, &layer, &d.diff_id);
+    ctx.store.remember_layer_size(&d.diff_id, d.tar_size);
     state.layers.push(layer);
     state.config.rootfs.diff_ids.push(d.diff_id);
     Ok(false)
+}
+
+/// A cached layer in the compression the build asked for: as it is unless `--compression`
+/// was given and it is in another one, or the result leaves the machine compressed and it is
+/// uncompressed; then the other form, made once from the layer's uncompressed tar and
+/// remembered by diff_id.
+pub(super) fn in_compression(
+    ctx: &Ctx<'_>,
+    layer: Descriptor,
+    diff_id: &str,
+) -> Result<Descriptor, String> {
+    let wanted = ctx.settings.compression;
+    if layer.media_type == wanted.media_type() {
+        return Ok(layer);
+    }
+    // `auto` takes any form, but a result that leaves the machine compressed (a push, an OCI
+    // archive) gets an uncompressed cached layer compressed.
+    let uncompressed = layer.media_type == crate::image::media::OCI_LAYER;
+    if !ctx.settings.compression_explicit && !(uncompressed && wanted != Compression::None) {
+        return Ok(layer);
+    }
+    crate::ops::images::layer_in(ctx.store, &layer, diff_id, wanted).map_err(|e| e.to_string())
 }
 
 /// What the steps of one build share.
