@@ -84,8 +84,27 @@ pub(super) fn add_layer(
         state.config.rootfs.diff_ids.push(diff_id);
         return Ok(true);
     }
+    let (layer, diff_id) = write_layer(ctx, state.windows(), windows_owner, fill)?;
+    ctx.cache.record(ctx.store, key, &layer, &diff_id);
+    state.layers.push(layer);
+    state.config.rootfs.diff_ids.push(diff_id);
+    Ok(false)
+}
+
+/// Writes a layer of the stage's format through `fill` into the store, in the build's
+/// compression, hashing as it streams. Returns the layer and its diff_id (not recorded in
+/// the cache, not added to a stage).
+pub(super) fn write_layer(
+    ctx: &mut Ctx<'_>,
+    windows: bool,
+    windows_owner: Option<String>,
+    fill: impl FnOnce(
+        &mut LayerWriter<&mut crate::store::BlobWriter<'_>>,
+        &mut dyn Reporter,
+    ) -> std::io::Result<()>,
+) -> Result<(Descriptor, String), String> {
     let opts = LayerOptions {
-        format: if state.windows() {
+        format: if windows {
             Format::Windows
         } else {
             Format::Linux
@@ -102,12 +121,8 @@ pub(super) fn add_layer(
     let digest = blob
         .commit(Some(&d.digest), Some(d.size))
         .map_err(|e| e.to_string())?;
-    let layer = Descriptor::new(d.media_type, &digest, d.size);
-    ctx.cache.record(ctx.store, key, &layer, &d.diff_id);
     ctx.store.remember_layer_size(&d.diff_id, d.tar_size);
-    state.layers.push(layer);
-    state.config.rootfs.diff_ids.push(d.diff_id);
-    Ok(false)
+    Ok((Descriptor::new(d.media_type, &digest, d.size), d.diff_id))
 }
 
 /// A cached layer in the compression the build asked for: as it is unless `--compression`
@@ -126,7 +141,9 @@ pub(super) fn in_compression(
     // `auto` takes any form, but a result that leaves the machine compressed (a push, an OCI
     // archive) gets an uncompressed cached layer compressed.
     let uncompressed = layer.media_type == crate::image::media::OCI_LAYER;
-    if !ctx.settings.compression_explicit && !(uncompressed && wanted != Compression::None) {
+    let must_convert =
+        ctx.settings.compression_explicit || (uncompressed && wanted != Compression::None);
+    if !must_convert {
         return Ok(layer);
     }
     crate::ops::images::layer_in(ctx.store, &layer, diff_id, wanted).map_err(|e| e.to_string())
