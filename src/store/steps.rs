@@ -42,7 +42,8 @@ impl Store {
         (self.blob_size(&rec.layer.digest).ok()?? == rec.layer.size).then_some(rec)
     }
 
-    /// Records what the step with this key made (atomically).
+    /// Records what the step with this key made (atomically; without an fsync: a record lost
+    /// in a crash is a cache miss, and the layer it names was made durable before).
     pub fn record_step(&self, key: &str, record: &StepRecord) -> Result<(), StoreError> {
         if !valid_key(key) {
             return Err(StoreError::Io {
@@ -60,7 +61,7 @@ impl Store {
             .unwrap_or(&path)
             .to_path_buf();
         let body = serde_json::to_vec(record).unwrap_or_default();
-        self.write_record(&rel, &body)
+        self.write_cache_record(&rel, &body)
     }
 
     /// Every layer digest a step record names (kept by `prune` unless the cache is dropped).
