@@ -172,6 +172,31 @@ fn mount_flag(m: &Mount, names: &[&str]) -> Option<bool> {
         .then_some(true)
 }
 
+/// Go's `path.Clean`: `.` and `..` resolved lexically, repeated and trailing slashes gone.
+fn clean_path(p: &str) -> String {
+    let abs = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if !abs {
+                    out.push("..");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    let joined = out.join("/");
+    match (abs, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
 /// `64m`, `1g`, `512k`, plain bytes (Docker's `RAMInBytes`).
 fn ram_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
@@ -275,9 +300,17 @@ fn resolve_mounts(
             }
             MountType::Cache => {
                 let target = target(None)?;
+                // BuildKit's id: as given, else the target as written, cleaned; under the
+                // BUILDKIT_CACHE_MOUNT_NS build argument's namespace.
                 let id = mount_opt(m, &["id"])
                     .map(String::from)
-                    .unwrap_or_else(|| target.clone());
+                    .unwrap_or_else(|| clean_path(target_raw.unwrap_or_default()));
+                let ns = settings
+                    .build_args
+                    .get("BUILDKIT_CACHE_MOUNT_NS")
+                    .cloned()
+                    .unwrap_or_default();
+                let id = format!("{ns}/{id}");
                 let sharing = mount_opt(m, &["sharing"]).unwrap_or("shared");
                 let readonly = mount_flag(m, &["ro", "readonly"]).unwrap_or(false);
                 let key = match from {
@@ -1072,6 +1105,15 @@ mod tests {
             .0,
             ["/bin/sh", "-c", "cat <<A >a && cat <<B >b\n1\nA\n2\nB"]
         );
+    }
+
+    #[test]
+    fn cache_ids_are_clean_paths() {
+        assert_eq!(clean_path("node_modules/"), "node_modules");
+        assert_eq!(clean_path("/root/.cache//pip/"), "/root/.cache/pip");
+        assert_eq!(clean_path("a/../../b"), "../b");
+        assert_eq!(clean_path("/../x"), "/x");
+        assert_eq!(clean_path(""), ".");
     }
 
     #[test]
