@@ -225,9 +225,7 @@ struct Node {
 fn snapshot(b: &Base) -> BTreeMap<PathBuf, Node> {
     let mut out = BTreeMap::new();
     let tmp = b.tmp();
-    let skip = |p: &Path| {
-        p == b.store() || p == tmp.join("out") || p == tmp.join("ovl")
-    };
+    let skip = |p: &Path| p == b.store() || p == tmp.join("out") || p == tmp.join("ovl");
     fn walk(p: &Path, tmp: &Path, skip: &dyn Fn(&Path) -> bool, out: &mut BTreeMap<PathBuf, Node>) {
         let m = fs::symlink_metadata(p).unwrap();
         let ft = m.file_type();
