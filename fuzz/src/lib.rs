@@ -213,7 +213,10 @@ pub fn apply(data: &[u8]) {
     let _ = wcbuild::layer::apply(std::io::Cursor::new(data.to_vec()), &root, &opts);
     let mut after = BTreeMap::new();
     snapshot(dir, &root, &mut after);
-    assert_eq!(before, after, "applying a layer changed something outside its root");
+    assert_eq!(
+        before, after,
+        "applying a layer changed something outside its root"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -203,7 +203,7 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(CliError::Failed(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
         Err(CliError::Quiet) => ExitCode::SUCCESS,
@@ -300,6 +300,23 @@ mod signals {
         );
         std::process::exit(crate::ops::cancel::exit_code().map_or(1, i32::from));
     }
+}
+
+/// An error and its causes, joined by `: `, leaving out a cause whose text the message
+/// before it already holds (errors that print their source as part of their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// `--build-arg K=V` values; a bare `K` takes its value from the environment (and is left

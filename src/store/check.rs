@@ -350,7 +350,7 @@ impl Store {
     /// bytes of ingest files, and the count of other leftovers.
     pub(crate) fn remove_all_leftovers(&self) -> (u64, u64, u64) {
         let (mut ingest, mut bytes, mut other) = (0, 0, 0);
-        for (path, kind) in leftovers(self) {
+        for (path, kind) in leftovers(&self.root) {
             let len = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
             if kind == DefectKind::StaleIngest {
                 if let Ok(f) = fs::File::open(&path)
@@ -372,9 +372,8 @@ impl Store {
 
 /// Every leftover in the store: ingest files, tmp entries, staging directories of
 /// `unpacked/`, temp files of atomic writes (at the root and under `cache/`).
-fn leftovers(store: &Store) -> Vec<(PathBuf, DefectKind)> {
+pub(crate) fn leftovers(root: &Path) -> Vec<(PathBuf, DefectKind)> {
     let mut out = Vec::new();
-    let root = store.root();
     if let Ok(rd) = fs::read_dir(root.join("ingest")) {
         for e in rd.flatten() {
             out.push((e.path(), DefectKind::StaleIngest));
@@ -1040,7 +1039,7 @@ impl Checker<'_> {
     }
 
     fn leftovers(&mut self) {
-        for (path, kind) in leftovers(self.store) {
+        for (path, kind) in leftovers(self.store.root()) {
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -204,21 +204,13 @@ pub fn remove_own_leftovers() {
     let me = std::process::id();
     let roots = OPENED.lock().map(|r| r.clone()).unwrap_or_default();
     for root in roots {
-        for dir in [
-            root.join("tmp"),
-            root.join("ingest"),
-            root.join("unpacked"),
-            root.clone(),
-        ] {
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let ours = check::owner_pid(&name) == Some(me);
-                let kind_ok = dir != root || name.starts_with(".tmp-");
-                let staging_ok = !dir.ends_with("unpacked") || name.contains("wcbuild-extract-");
-                if ours && kind_ok && staging_ok {
-                    let _ = check::remove_any(&e.path());
-                }
+        for (path, _) in check::leftovers(&root) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if check::owner_pid(&name) == Some(me) {
+                let _ = check::remove_any(&path);
             }
         }
     }
@@ -657,6 +649,21 @@ pub struct PruneReport {
     pub bytes_freed: u64,
 }
 
+/// Says which store is full when a write fails for want of space (ENOSPC, EDQUOT).
+fn full(e: io::Error, root: &Path) -> io::Error {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        io::Error::new(
+            e.kind(),
+            format!("the store `{}` is full: {e}", root.display()),
+        )
+    } else {
+        e
+    }
+}
+
 /// A blob being written into `ingest/`, hashed as it goes. Dropping it without
 /// [`BlobWriter::commit`] removes the partial file.
 #[derive(Debug)]
@@ -680,7 +687,7 @@ impl Write for BlobWriter<'_> {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
-        let n = f.write(buf)?;
+        let n = f.write(buf).map_err(|e| full(e, &self.store.root))?;
         self.hasher.update(&buf[..n]);
         let before = self.size;
         self.size += n as u64;
@@ -740,7 +747,9 @@ impl BlobWriter<'_> {
                 actual: self.size,
             });
         }
-        file.sync_all().map_err(io_err("fsync", &self.path))?;
+        file.sync_all()
+            .map_err(|e| full(e, &self.store.root))
+            .map_err(io_err("fsync", &self.path))?;
         drop(file);
         let target = self.store.blob_path(&digest)?;
         if target.exists() {
