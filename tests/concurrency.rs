@@ -138,8 +138,14 @@ fn eight_processes_on_one_store() {
             ],
         ));
     }
-    jobs.push(("pull".into(), vec!["pull".into(), "-q".into(), pulled.clone()]));
-    jobs.push(("push".into(), vec!["push".into(), "-q".into(), pushed.clone()]));
+    jobs.push((
+        "pull".into(),
+        vec!["pull".into(), "-q".into(), pulled.clone()],
+    ));
+    jobs.push((
+        "push".into(),
+        vec!["push".into(), "-q".into(), pushed.clone()],
+    ));
     jobs.push(("prune".into(), vec!["prune".into()]));
     jobs.push(("check".into(), vec!["check".into()]));
     let started = Instant::now();
@@ -168,7 +174,10 @@ fn eight_processes_on_one_store() {
     // check passed above, so every tag reaches whole images).
     let (code, _, err) = wc(&root, &["prune"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("removed 0 blob(s)"), "the first prune missed garbage: {err}");
+    assert!(
+        err.contains("removed 0 blob(s)"),
+        "the first prune missed garbage: {err}"
+    );
     let (code, out, err) = wc(&root, &["check"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(common::leftovers(&root).is_empty());
@@ -210,7 +219,10 @@ fn tagging_processes_lose_nothing_and_readers_never_see_a_partial_index() {
         children.push((format!("tag {i}"), spawn(&root, &args)));
     }
     let mut reader_runs = 0;
-    while children.iter_mut().any(|(_, c)| c.try_wait().unwrap().is_none()) {
+    while children
+        .iter_mut()
+        .any(|(_, c)| c.try_wait().unwrap().is_none())
+    {
         let batch: Vec<_> = readers
             .iter()
             .map(|(n, a)| (n.clone(), spawn(&root, a)))

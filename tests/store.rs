@@ -461,8 +461,15 @@ fn a_layer_is_compressed_once_and_remembered() {
         .join("cache/v1/compressed")
         .join(diff_id.trim_start_matches("sha256:"));
     assert!(record.is_dir());
+    // The record is the only way through: with the uncompressed layer gone, compressing it
+    // again could not even start.
+    let plain = store.blob_path(&diff_id).unwrap();
+    let aside = dir.join("aside");
+    std::fs::rename(&plain, &aside).unwrap();
     let second = wcbuild::ops::images::compressed_layer(&store, &diff_id, gz).unwrap();
     assert_eq!(first, second);
+    assert_eq!(blobs_in(&store), blobs - 1);
+    std::fs::rename(&aside, &plain).unwrap();
     assert_eq!(blobs_in(&store), blobs);
     // zstd is another variant, remembered separately.
     let z = wcbuild::ops::images::compressed_layer(
