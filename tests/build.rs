@@ -265,7 +265,11 @@ fn linux_from_scratch_with_copy_semantics() {
         .iter()
         .find(|h| h.path.trim_end_matches('/') == "app/bin")
         .expect("app/bin in the layer");
-    assert_eq!((dir.uid, dir.gid), (1000, 1000), "--chown applies to the copied directory");
+    assert_eq!(
+        (dir.uid, dir.gid),
+        (1000, 1000),
+        "--chown applies to the copied directory"
+    );
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!((run.uid(), run.gid()), (1000, 1000));
@@ -344,7 +348,12 @@ fn builds_are_reproducible_with_source_date_epoch() {
         assert_eq!(h["created"], "2023-11-14T22:13:20Z", "{h}");
     }
     for h in layer_headers(&root, &v, 0) {
-        assert!(h.mtime <= 1_700_000_000, "`{}` has mtime {}", h.path, h.mtime);
+        assert!(
+            h.mtime <= 1_700_000_000,
+            "`{}` has mtime {}",
+            h.path,
+            h.mtime
+        );
     }
     // Without an epoch the creation time is now, so the digest differs.
     let other = tempdir("repro-now");
