@@ -1421,11 +1421,16 @@ fn cli_pull_and_push_print_digests() {
     let reg = Registry::start("");
     let (_store, dir) = fixture_store();
     let host = reg.host();
+    // A Docker config of the test's own: the machine's credentials never take part.
+    let config = tempdir("cli-docker-config");
     let run = |root: &Path, args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
             .arg("--root")
             .arg(root)
-            .args(args)
+            .args(&args[..1])
+            .arg("--config")
+            .arg(&config)
+            .args(&args[1..])
             .output()
             .unwrap();
         (
@@ -1494,8 +1499,9 @@ fn build_pulls_its_base_and_pushes_the_result() {
     let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
         .arg("--root")
         .arg(&root)
+        .args(["build", "--config"])
+        .arg(tempdir("build-docker-config"))
         .args([
-            "build",
             "--platform",
             "windows/amd64:ltsc2022",
             "--push",
@@ -1548,6 +1554,8 @@ fn build_cli(root: &Path, ctx: &Path, args: &[&str]) -> (bool, String, String) {
         .arg("--root")
         .arg(root)
         .arg("build")
+        .arg("--config")
+        .arg(tempdir("build-docker-config"))
         .args(args)
         .arg(ctx)
         .env("SOURCE_DATE_EPOCH", "1700000000")
