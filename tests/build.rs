@@ -1631,3 +1631,169 @@ fn lint_findings_are_printed_once_at_the_end_and_check_exits_without_building() 
         "{err}"
     );
 }
+
+/// `--label`, `--iidfile`, `--metadata-file`, `--compression zstd` and `--output type=oci`
+/// do what the README says: the label in the config, the digest in both files, zstd layers,
+/// and an OCI archive that loads into another store as the same image.
+#[test]
+fn output_options_label_iidfile_metadata_and_zstd() {
+    let root = tempdir("outputs");
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
+        ("a.txt", "zstd me"),
+    ]);
+    let files = tempdir("outputs-files");
+    let (iid, meta, archive) = (
+        files.join("iid"),
+        files.join("meta.json"),
+        files.join("image.tar"),
+    );
+    let (code, out, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "outputs:1",
+            "--label",
+            "org.example.team=build tools",
+            "--compression",
+            "zstd",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(code, 0, "{err}");
+    let digest = out.trim().to_string();
+    assert!(digest.starts_with("sha256:"), "{out}");
+    assert_eq!(fs::read_to_string(&iid).unwrap(), digest);
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.digest"], digest.as_str(), "{m}");
+    let v = inspect(&root, "outputs:1");
+    assert_eq!(v["digest"], digest.as_str());
+    assert_eq!(
+        m["containerimage.config.digest"],
+        v["manifest"]["config"]["digest"]
+    );
+    assert_eq!(
+        v["config"]["config"]["Labels"]["org.example.team"],
+        "build tools"
+    );
+    let layer = &v["manifest"]["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let blob = fs::read(
+        root.join("blobs/sha256")
+            .join(&layer["digest"].as_str().unwrap()[7..]),
+    )
+    .unwrap();
+    assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    let t = layer_tree(&root, &v, 0);
+    assert_eq!(fs::read_to_string(t.join("a.txt")).unwrap(), "zstd me");
+    // The same build written as an OCI archive instead: it loads as the same image.
+    let other = tempdir("outputs-oci");
+    let (code, out, err) = wcbuild(
+        &other,
+        &[
+            "build",
+            "-q",
+            "--label",
+            "org.example.team=build tools",
+            "--compression",
+            "zstd",
+            "--output",
+            &format!("type=oci,dest={}", archive.display()),
+            ctx.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), digest);
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names.contains("oci-layout") && names.contains("index.json"),
+        "{names}"
+    );
+    let fresh = tempdir("outputs-load");
+    let (code, _, err) = wcbuild(&fresh, &["load", "-i", archive.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let index = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("index.json")
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&index.stdout).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index}");
+    // Every blob of the image entered the other store, verified.
+    let same = fs::read(root.join("blobs/sha256").join(&digest[7..])).unwrap();
+    assert_eq!(
+        fs::read(fresh.join("blobs/sha256").join(&digest[7..])).unwrap(),
+        same
+    );
+    let (code, _, err) = wcbuild(&fresh, &["check"], &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// ADD unpacks a zstd-compressed tar (detected by content, whatever its name) and refuses
+/// an xz one with a message that names it.
+#[test]
+fn add_unpacks_zstd_tars_and_refuses_xz() {
+    let root = tempdir("add-zstd");
+    let ctx = tempdir("add-zstd-ctx");
+    let mut tar = wcbuild::ops::archive::TarWriter::new(Vec::new());
+    tar.bytes("inner/hello.txt", b"from a zstd tar").unwrap();
+    let tar = tar.finish().unwrap();
+    fs::write(
+        ctx.join("bundle.bin"),
+        zstd::encode_all(&tar[..], 3).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD bundle.bin /opt/\n",
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-q", "-t", "zst:1", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "zst:1");
+    let t = layer_tree(&root, &v, 0);
+    assert_eq!(
+        fs::read_to_string(t.join("opt/inner/hello.txt")).unwrap(),
+        "from a zstd tar"
+    );
+    assert!(!t.join("opt/bundle.bin").exists(), "unpacked, not copied");
+    // xz: the magic bytes are enough to be refused.
+    fs::write(
+        ctx.join("bundle.bin"),
+        [
+            0xfd, b'7', b'z', b'X', b'Z', 0, 0, 4, 0xe6, 0xd6, 0xb4, 0x46,
+        ],
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-q", "-t", "xz:1", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ADD `bundle.bin`: xz archives are not unpacked by this version of wcbuild"),
+        "{err}"
+    );
+}
