@@ -580,6 +580,15 @@ fn htpasswd_and_tls_with_a_private_ca() {
         stderr.contains("Login Succeeded") && !stderr.contains("s3cret"),
         "{stderr}"
     );
+    // Stored as Docker stores them, readable by the owner only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(cfg.join("config.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "config.json is {:o}", mode & 0o777);
+    }
     let good = ClientOptions {
         config_dir: cfg.clone(),
         ..o.clone()
@@ -828,6 +837,34 @@ fn token_auth_push_pull_and_mount_between_repositories() {
             .iter()
             .any(|r| r["grant"] == "refresh_token")
     );
+    // The same from `config.json`: an `identitytoken` is sent as an OAuth2 refresh token.
+    let cfg = tempdir("identitytoken");
+    std::fs::write(
+        cfg.join("config.json"),
+        format!("{{\"auths\":{{\"{host}\":{{\"identitytoken\":\"refresh-s3cret\"}}}}}}"),
+    )
+    .unwrap();
+    let before = tokens.requests().len();
+    rt.block_on(push(
+        &store,
+        &Client::new(ClientOptions {
+            config_dir: cfg,
+            ..opts()
+        }),
+        &format!("{NANO}:ltsc2019"),
+        Some(&format!("{host}/wcb/d:1")),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let grants: Vec<_> = tokens.requests()[before..]
+        .iter()
+        .map(|r| r["grant"].clone())
+        .collect();
+    assert!(
+        !grants.is_empty() && grants.iter().all(|g| g == "refresh_token"),
+        "{grants:?}"
+    );
 }
 
 #[test]
@@ -881,6 +918,8 @@ fn token_expiring_mid_push_is_renewed() {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
+    /// Forward everything as it is (the proxy only logs).
+    None,
     /// Flip one byte of blob bodies.
     CorruptBlob,
     /// Cut the first large blob body off half way (once).
@@ -1890,6 +1929,29 @@ fn credentials_from_a_docker_credential_helper() {
     );
     let log = std::fs::read_to_string(work.join("helper.log")).unwrap();
     assert!(log.contains(&format!("get {}", reg.host())), "{log}");
+    // `credsStore` names the same helper for every registry.
+    std::fs::remove_file(work.join("helper.log")).unwrap();
+    std::fs::write(cfg.join("config.json"), "{\"credsStore\":\"wcbtest\"}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "push",
+            &format!("{NANO}:ltsc2019"),
+            &format!("{}/wcb/h:3", reg.host()),
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "credsStore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(work.join("helper.log")).unwrap();
+    assert!(log.contains(&format!("get {}", reg.host())), "{log}");
     // Without the helper's answer the registry refuses.
     std::fs::write(cfg.join("config.json"), "{}").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
@@ -2306,5 +2368,76 @@ fn copy_from_an_image_in_a_registry() {
     assert!(
         text.contains("copied.txt") && text.contains("hello from a registry"),
         "{text}"
+    );
+}
+
+/// A pull skips the blobs the store has: the second pull of an image (its tag removed, its
+/// blobs kept) asks the registry for no blob.
+#[test]
+fn pull_skips_blobs_already_present() {
+    let (res, dir, proxy, md, _reg) = pull_through(Fault::None);
+    assert_eq!(res.unwrap().digest, md);
+    let blob_gets = |seen: &[String]| {
+        seen.iter()
+            .filter(|l| l.starts_with("GET ") && l.contains("/blobs/sha256:"))
+            .count()
+    };
+    let first = blob_gets(&proxy.seen.lock().unwrap());
+    assert_eq!(first, 2, "a layer and a config");
+    let store = Store::open(&dir).unwrap();
+    let name = format!("127.0.0.1:{}/wcb/r:1", proxy.port);
+    assert!(store.untag(&name).unwrap());
+    let again = rt()
+        .block_on(pull(
+            &store,
+            &Client::new(opts()),
+            &name,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(again.digest, md);
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert_eq!(blob_gets(&seen), first, "blobs fetched again: {seen:?}");
+}
+
+/// An index is pushed entries first: every platform manifest is in the registry (by digest)
+/// before the tag is written, so no one pulling the tag finds a missing entry.
+#[test]
+fn index_entries_are_pushed_before_the_tagged_manifest() {
+    let reg = Registry::start("");
+    let (store, _d) = fixture_store();
+    let proxy = start_proxy(reg.port, Fault::None);
+    let dest = format!("127.0.0.1:{}/wcb/order:multi", proxy.port);
+    let pushed = rt()
+        .block_on(push(
+            &store,
+            &Client::new(opts()),
+            &format!("{NANO}:multi"),
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    let seen = proxy.seen.lock().unwrap().clone();
+    let puts: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("PUT ") && l.contains("/manifests/"))
+        .collect();
+    assert_eq!(puts.len(), 4, "three entries and the index: {puts:?}");
+    for p in &puts[..3] {
+        assert!(p.contains("/manifests/sha256:"), "{puts:?}");
+    }
+    assert!(
+        puts[3].contains("/manifests/multi"),
+        "the tag last: {puts:?}"
+    );
+    assert_eq!(
+        pushed.digest,
+        store
+            .lookup(&format!("{NANO}:multi"))
+            .unwrap()
+            .unwrap()
+            .digest
     );
 }
