@@ -1840,6 +1840,64 @@ fn foreign_layers_are_skipped_on_push_and_fetched_from_their_urls() {
         .unwrap_err();
     assert!(err.to_string().contains(&tls.host()), "{err}");
     assert!(!blob_names(&f2_dir).contains(&sha256_hex(&layer)) && ingest_is_empty(&f2_dir));
+    // A URL over plain http is refused, though the blob is there to fetch.
+    let plain_layer: Vec<u8> = (0..90_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    image_with_layer(
+        &store,
+        "local/plain-origin:1",
+        &plain_layer,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &[],
+    );
+    rt.block_on(push(
+        &store,
+        &Client::new(o.clone()),
+        "local/plain-origin:1",
+        Some(&format!("{}/wcb/plain-origin:1", reg.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let plain_digest = format!("sha256:{}", sha256_hex(&plain_layer));
+    let plain_url = format!(
+        "http://{}/v2/wcb/plain-origin/blobs/{plain_digest}",
+        reg.host()
+    );
+    image_with_layer(
+        &store,
+        "local/plain-foreign:1",
+        &plain_layer,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        std::slice::from_ref(&plain_url),
+    );
+    let plain_dest = format!("{}/wcb/plain-foreign:1", reg.host());
+    rt.block_on(push(
+        &store,
+        &Client::new(o.clone()),
+        "local/plain-foreign:1",
+        Some(&plain_dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let (f3, f3_dir) = empty_store();
+    let err = rt
+        .block_on(pull(
+            &f3,
+            &Client::new(o.clone()),
+            &plain_dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "foreign layer {} (none of its urls is https) not found",
+            &plain_digest[7..19]
+        )),
+        "{err}"
+    );
+    assert!(!blob_names(&f3_dir).contains(&sha256_hex(&plain_layer)) && ingest_is_empty(&f3_dir));
     // --include-foreign uploads it.
     let pushed = rt
         .block_on(push(
