@@ -480,3 +480,79 @@ fn a_layer_is_compressed_once_and_remembered() {
     .unwrap();
     assert_ne!(z.digest, first.digest);
 }
+
+/// `unpacked/<diff_id>/` is compared with its layer: an unchanged unpacking passes, a file
+/// changed in it or an unpacking of a layer the store lacks is reported, and repair removes
+/// it (it is derived data).
+#[test]
+fn check_compares_unpacked_layers_with_their_layer() {
+    let dir = tempdir("check-unpacked");
+    let ctx = tempdir("check-unpacked-ctx");
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY . /app/\n").unwrap();
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("a.txt"), "alpha").unwrap();
+    std::fs::write(ctx.join("sub/b.txt"), "beta").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("../a.txt", ctx.join("sub/link")).unwrap();
+    let (code, _, err) =
+        common::wcbuild_at(&dir, &["build", "-q", "-t", "u:1", ctx.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let store = Store::open(&dir).unwrap();
+    let entry = store.lookup("docker.io/library/u:1").unwrap().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.read_blob(&entry.digest).unwrap()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &store
+            .read_blob(manifest["config"]["digest"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let diff_id = config["rootfs"]["diff_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let target = dir.join("unpacked").join(&diff_id[7..]);
+    wcbuild::layer::unpack_overlay(
+        store.open_blob(layer).unwrap(),
+        &target,
+        &Default::default(),
+    )
+    .unwrap();
+    // An unpacking of a layer no image has.
+    let stranger = dir.join("unpacked").join("c".repeat(64));
+    std::fs::create_dir_all(&stranger).unwrap();
+    drop(store);
+    let (code, out, err) = common::wcbuild_at(&dir, &["check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains(&format!("bad-unpacked: unpacked/{}: ", "c".repeat(64))),
+        "{out}"
+    );
+    std::fs::remove_dir(&stranger).unwrap();
+    let (code, out, err) = common::wcbuild_at(&dir, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // One byte changed in an unpacked file.
+    std::fs::write(target.join("app/sub/b.txt"), "betA").unwrap();
+    let (code, out, _) = common::wcbuild_at(&dir, &["check"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(&format!(
+            "bad-unpacked: unpacked/{h}: `unpacked/{h}` does not match layer `{diff_id}`: `app/sub/b.txt` is not what the layer holds",
+            h = &diff_id[7..]
+        )),
+        "{out}"
+    );
+    // A file the layer does not hold.
+    std::fs::write(target.join("app/sub/b.txt"), "beta").unwrap();
+    std::fs::write(target.join("app/extra"), "x").unwrap();
+    let (code, out, _) = common::wcbuild_at(&dir, &["check"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("`app/extra` is not in the layer"), "{out}");
+    let (code, _, err) = common::wcbuild_at(&dir, &["check", "--repair"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!target.exists());
+    let (code, out, err) = common::wcbuild_at(&dir, &["check"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

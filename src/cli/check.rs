@@ -35,7 +35,7 @@ pub fn run(global: &GlobalArgs, args: CheckArgs) -> Result<ExitCode, CliError> {
     if let Some(j) = args.jobs {
         opts.jobs = j;
     }
-    let report = store.check(&opts, || {
+    let report = crate::ops::check::check(store, &opts, || {
         eprintln!(
             "waiting for the other wcbuild processes using the store `{}` to finish",
             root.display()

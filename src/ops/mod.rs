@@ -6,6 +6,7 @@ pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod cancel;
+pub mod check;
 pub mod dedup;
 pub mod dockerfile;
 pub mod fixtures;

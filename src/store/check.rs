@@ -285,6 +285,16 @@ impl Store {
         opts: &CheckOptions,
         waiting: impl FnOnce(),
     ) -> Result<CheckReport, StoreError> {
+        self.check_holding(opts, waiting).map(|(report, _)| report)
+    }
+
+    /// [`Store::check`], returning the store still held alone, for callers that check more
+    /// (the unpacked layers) before anyone else may write.
+    pub fn check_holding(
+        self,
+        opts: &CheckOptions,
+        waiting: impl FnOnce(),
+    ) -> Result<(CheckReport, Store), StoreError> {
         let store = self.into_exclusive(waiting)?;
         let mut c = Checker {
             store: &store,
@@ -298,7 +308,8 @@ impl Store {
         c.tags()?;
         c.records();
         c.leftovers();
-        Ok(c.report)
+        let report = c.report;
+        Ok((report, store))
     }
 
     /// Removes what processes that no longer run left behind: `tmp/` entries, `ingest/`

@@ -65,6 +65,14 @@ impl Store {
 
     /// Every layer digest a step record names (kept by `prune` unless the cache is dropped).
     pub fn step_roots(&self) -> Vec<String> {
+        self.step_records()
+            .into_iter()
+            .map(|r| r.layer.digest)
+            .collect()
+    }
+
+    /// Every step record that parses (whether or not its layer is still in the store).
+    pub fn step_records(&self) -> Vec<StepRecord> {
         let dir = self.cache_dir().join("steps");
         let mut out = Vec::new();
         if let Ok(rd) = fs::read_dir(&dir) {
@@ -72,7 +80,7 @@ impl Store {
                 if let Ok(b) = fs::read(e.path())
                     && let Ok(rec) = serde_json::from_slice::<StepRecord>(&b)
                 {
-                    out.push(rec.layer.digest);
+                    out.push(rec);
                 }
             }
         }
