@@ -2499,3 +2499,223 @@ fn index_entries_are_pushed_before_the_tagged_manifest() {
             .digest
     );
 }
+
+/// A registry that asks for a client certificate: with `client.cert` and `client.key` in the
+/// host's certs.d directory a push and a pull go through; without them the TLS handshake is
+/// refused, naming the registry.
+#[test]
+fn client_certificates_from_certs_d() {
+    let work = tempdir("client-cert");
+    private_ca(&work);
+    // A client certificate the same CA signed.
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=wcbuild client",
+        ],
+        &work,
+    );
+    std::fs::write(
+        work.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "client.crt",
+            "-extfile",
+            "client.cnf",
+        ],
+        &work,
+    );
+    let reg = Registry::start(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n    clientcas: [{}]",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display(),
+        work.join("ca.crt").display()
+    ));
+    let host = reg.host();
+    let with_cert = work.join("certs.d");
+    std::fs::create_dir_all(with_cert.join(&host)).unwrap();
+    std::fs::copy(work.join("ca.crt"), with_cert.join(&host).join("ca.crt")).unwrap();
+    let without = work.join("certs-no-client");
+    std::fs::create_dir_all(without.join(&host)).unwrap();
+    std::fs::copy(work.join("ca.crt"), without.join(&host).join("ca.crt")).unwrap();
+    std::fs::copy(
+        work.join("client.crt"),
+        with_cert.join(&host).join("client.cert"),
+    )
+    .unwrap();
+    std::fs::copy(
+        work.join("client.key"),
+        with_cert.join(&host).join("client.key"),
+    )
+    .unwrap();
+    let (store, _d) = empty_store();
+    random_image(&store, "local/cc:1", 50_000, 77);
+    let verified = |certs: &Path| ClientOptions {
+        certs_dir: certs.to_path_buf(),
+        loopback_insecure: false,
+        ..opts()
+    };
+    let rt = rt();
+    let dest = format!("{host}/wcb/cc:1");
+    let err = rt
+        .block_on(push(
+            &store,
+            &Client::new(verified(&without)),
+            "local/cc:1",
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains(&host), "{err}");
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &Client::new(verified(&with_cert)),
+            "local/cc:1",
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pushed.uploaded, 2);
+    let (fresh, _fd) = empty_store();
+    let pulled = rt
+        .block_on(pull(
+            &fresh,
+            &Client::new(verified(&with_cert)),
+            &dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pulled.digest, pushed.digest);
+}
+
+/// A foreign layer's URL gets no credentials, even for a host wcbuild has credentials for:
+/// the URL's server (a registry that wants a password) refuses the fetch, while the same
+/// credentials open it to an ordinary pull.
+#[test]
+fn foreign_layer_urls_get_no_credentials() {
+    let work = tempdir("foreign-creds");
+    private_ca(&work);
+    let hp = Command::new("htpasswd")
+        .args(["-Bbn", "wcb", "s3cret"])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    std::fs::write(work.join("htpasswd"), &hp.stdout).unwrap();
+    let origin = Registry::start(&format!(
+        "  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: wcbuild-test, path: {}}}",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display(),
+        work.join("htpasswd").display()
+    ));
+    let certs = work.join("certs.d");
+    std::fs::create_dir_all(certs.join(origin.host())).unwrap();
+    std::fs::copy(
+        work.join("ca.crt"),
+        certs.join(origin.host()).join("ca.crt"),
+    )
+    .unwrap();
+    let creds = ClientOptions {
+        certs_dir: certs.clone(),
+        credentials: Some((
+            origin.host(),
+            Credentials {
+                username: "wcb".into(),
+                secret: "s3cret".into(),
+            },
+        )),
+        ..opts()
+    };
+    let (store, _d) = empty_store();
+    let layer: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    image_with_layer(
+        &store,
+        "local/guarded:1",
+        &layer,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &[],
+    );
+    let rt = rt();
+    rt.block_on(push(
+        &store,
+        &Client::new(creds.clone()),
+        "local/guarded:1",
+        Some(&format!("{}/wcb/guarded:1", origin.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let digest = format!("sha256:{}", sha256_hex(&layer));
+    let url = format!("https://{}/v2/wcb/guarded/blobs/{digest}", origin.host());
+    image_with_layer(
+        &store,
+        "local/foreign-guarded:1",
+        &layer,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        std::slice::from_ref(&url),
+    );
+    let reg = Registry::start("");
+    let dest = format!("{}/wcb/foreign-guarded:1", reg.host());
+    rt.block_on(push(
+        &store,
+        &Client::new(creds.clone()),
+        "local/foreign-guarded:1",
+        Some(&dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    // The ordinary pull with those credentials works...
+    let (a, _ad) = empty_store();
+    rt.block_on(pull(
+        &a,
+        &Client::new(creds.clone()),
+        &format!("{}/wcb/guarded:1", origin.host()),
+        &PullOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    // ...but the layer's URL, on the same host, is fetched without them: refused.
+    let (b, bd) = empty_store();
+    let err = rt
+        .block_on(pull(
+            &b,
+            &Client::new(creds),
+            &dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&origin.host()) && text.contains("authentication required"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!blob_names(&bd).contains(&sha256_hex(&layer)) && ingest_is_empty(&bd));
+}
