@@ -892,6 +892,15 @@ impl Client {
                 Some(self.http_client(url_host, true, true)?)
             }
         };
+        // Errors name the host that answered: the URL's, for a foreign layer.
+        let who = match host {
+            Some(_) => repo.registry.clone(),
+            None => url
+                .strip_prefix("https://")
+                .and_then(|r| r.split('/').next())
+                .unwrap_or(&repo.registry)
+                .to_string(),
+        };
         // When the sink hashes what it is given (the store does), its digest is used rather
         // than hashing every byte a second time here.
         let sink_hashes = sink.digest().is_some();
@@ -917,7 +926,7 @@ impl Client {
                 }
                 (None, Some(http)) => {
                     let what = format!("{what} from {url}");
-                    self.send_plain(&repo.registry, &what, true, || ranged(http.get(url)))
+                    self.send_plain(&who, &what, true, || ranged(http.get(url)))
                         .await?
                 }
                 (None, None) => unreachable!("a client is made for every URL"),
@@ -942,7 +951,7 @@ impl Client {
                         });
                     }
                 }
-                _ => return Err(error_of(&repo.registry, &repo.name, &what, resp).await),
+                _ => return Err(error_of(&who, &repo.name, &what, resp).await),
             }
             let mut stream = resp.bytes_stream();
             let mut broken = None;
