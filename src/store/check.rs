@@ -259,7 +259,10 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
 }
 
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
+/// A blob's sha256 (hex) and size, or why it could not be read.
+type HashResult = io::Result<(String, u64)>;
+
+fn hash_file(path: &Path) -> HashResult {
     let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -502,7 +505,7 @@ impl Checker<'_> {
             todo.push((name, e.path()));
         }
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<(usize, io::Result<(String, u64)>)>> = Mutex::new(Vec::new());
+        let results: Mutex<Vec<(usize, HashResult)>> = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for _ in 0..jobs.min(todo.len().max(1)) {
                 s.spawn(|| {
@@ -847,7 +850,7 @@ impl Checker<'_> {
                 &entry.media_type,
                 &entry.digest,
                 entry.size,
-                &[name.clone()],
+                std::slice::from_ref(&name),
             ) {
                 self.defect(
                     DefectKind::BrokenTag,
