@@ -82,7 +82,7 @@ pub enum Commands {
     Logout(registry::LogoutArgs),
     /// Remove blobs no image reaches and stale partial downloads
     Prune(images::PruneArgs),
-    /// Verify the store: every blob's digest and every reference
+    /// Verify the store (every blob, tag, document and cache record); --repair removes what cannot be trusted
     Check(check::CheckArgs),
     /// Work with single layer blobs: check, extract
     #[command(subcommand)]
