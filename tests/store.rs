@@ -556,3 +556,25 @@ fn check_compares_unpacked_layers_with_their_layer() {
     let (code, out, err) = common::wcbuild_at(&dir, &["check"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// A scratch directory in use is locked: the cleaning of an open leaves it alone even when
+/// the process id in its name looks dead (another pid namespace sharing the store).
+#[test]
+fn a_scratch_directory_in_use_is_never_taken_for_a_leftover() {
+    let dir = tempdir("scratch-lock");
+    let store = Store::open(&dir).unwrap();
+    let scratch = store.scratch_dir("rootfs").unwrap();
+    // The same directory under a dead process's name, still held.
+    let dead = dead_pid();
+    let renamed = dir.join(format!("tmp/rootfs-{dead}-0-0"));
+    std::fs::rename(scratch.path(), &renamed).unwrap();
+    let other = Store::open(&dir).unwrap();
+    assert!(renamed.exists(), "a held scratch directory was removed");
+    drop(scratch);
+    drop(other);
+    let _again = Store::open(&dir).unwrap();
+    assert!(
+        !renamed.exists(),
+        "an unheld leftover of a dead process stayed"
+    );
+}

@@ -343,9 +343,9 @@ impl Store {
                     continue;
                 }
                 let path = e.path();
-                // An ingest file is held (locked) by its writer.
-                if dir.ends_with("ingest")
-                    && let Ok(f) = fs::File::open(&path)
+                // An ingest file is held (locked) by its writer, a scratch directory by the
+                // process using it: a process of another pid namespace looks dead from here.
+                if let Ok(f) = fs::File::open(&path)
                     && f.try_lock().is_err()
                 {
                     continue;

@@ -112,7 +112,12 @@ impl Store {
                 .unwrap_or(0);
             let path = tmp.join(format!("{purpose}-{}-{n}-{nanos:x}", std::process::id()));
             match create_private_dir(&path, false) {
-                Ok(()) => return Ok(ScratchDir { path }),
+                Ok(()) => {
+                    // Held while the directory is in use, so that no cleaner (another
+                    // process, in another pid namespace perhaps) takes it for a leftover.
+                    let lock = fs::File::open(&path).ok().filter(|f| f.try_lock().is_ok());
+                    return Ok(ScratchDir { path, _lock: lock });
+                }
                 Err(StoreError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists =>
                 {
@@ -163,6 +168,8 @@ fn create_private_dir(path: &Path, exist_ok: bool) -> Result<(), StoreError> {
 #[derive(Debug)]
 pub struct ScratchDir {
     path: PathBuf,
+    /// A lock on the directory itself (where directories can be opened and locked).
+    _lock: Option<fs::File>,
 }
 
 impl ScratchDir {
