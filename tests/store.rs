@@ -578,3 +578,28 @@ fn a_scratch_directory_in_use_is_never_taken_for_a_leftover() {
         "an unheld leftover of a dead process stayed"
     );
 }
+
+/// Fields of `index.json` wcbuild does not know are kept through its rewrites: a number
+/// with more digits than a float holds keeps its value however often tags change (found by
+/// the image_json fuzz target: without correctly rounded parsing it drifted by one unit in
+/// the last place at each rewrite).
+#[test]
+fn unknown_index_fields_keep_their_values_through_rewrites() {
+    let dir = tempdir("unknown-fields");
+    let store = Store::open(&dir).unwrap();
+    let big = "333333333333333333333333333333333333333382";
+    std::fs::write(
+        dir.join("index.json"),
+        format!(r#"{{"schemaVersion":2,"manifests":[],"x-wcbuild-test":{big}}}"#),
+    )
+    .unwrap();
+    let want: f64 = big.parse().unwrap();
+    let d = store.put_blob(b"{}", None).unwrap();
+    for i in 0..3 {
+        let e = IndexEntry::new("application/vnd.oci.image.manifest.v1+json", &d, 2);
+        store.tag(&format!("docker.io/library/f:{i}"), e).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        assert_eq!(v["x-wcbuild-test"].as_f64(), Some(want), "rewrite {i}: {v}");
+    }
+}
