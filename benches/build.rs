@@ -29,6 +29,7 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         target: None,
         platform: None,
         compression: Compression::Gzip(6),
+        compression_explicit: true,
         source_date_epoch: None,
         labels: Vec::new(),
         no_cache,
@@ -37,6 +38,11 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         cache_from: Vec::new(),
         cache_to: None,
         cache_max: false,
+        oci_runtime: None,
+        network: wcbuild::ops::build::NetworkMode::Host,
+        secrets: Default::default(),
+        ssh: Default::default(),
+        allow_insecure: false,
     }
 }
 

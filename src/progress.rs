@@ -33,6 +33,23 @@ pub enum Event {
         /// Bytes of file content the step writes in all.
         total: u64,
     },
+    /// A line a step's process wrote (RUN), as it comes; its trailing newline removed.
+    Output {
+        /// Stage index.
+        stage: usize,
+        /// True for standard error.
+        stderr: bool,
+        /// The line (invalid UTF-8 replaced).
+        line: String,
+    },
+    /// Something the build wants the user to know about a step (the runtime chosen, a
+    /// fallback taken, the isolation decided).
+    Note {
+        /// Stage index.
+        stage: usize,
+        /// What.
+        text: String,
+    },
     /// A step finished.
     Step {
         /// Stage index.

@@ -101,8 +101,8 @@ fn a_nano_server_image_builds_on_linux() {
     let v = inspect(&root, "hello:1.0");
     assert_eq!(
         out.trim(),
-        v["digest"].as_str().unwrap(),
-        "stdout is the image digest"
+        v["manifest"]["config"]["digest"].as_str().unwrap(),
+        "stdout is the image ID, the config digest, as Docker's"
     );
     let c = &v["config"];
     assert_eq!(c["os"], "windows");
@@ -410,8 +410,9 @@ fn a_windows_image_rebuilt_in_another_store_is_the_same() {
 }
 
 #[test]
-fn what_is_not_built_yet_fails_clearly() {
+fn what_cannot_run_here_fails_clearly() {
     let root = tempdir("fail");
+    // A RUN in a stage with no shell: the runtime's own words, the line quoted.
     let ctx = context(&[
         ("Dockerfile", "FROM scratch\nCOPY a.txt /\nRUN echo hi\n"),
         ("a.txt", "a"),
@@ -419,13 +420,29 @@ fn what_is_not_built_yet_fails_clearly() {
     let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("Dockerfile:3:1: RUN needs a container runtime"),
+        err.contains("Dockerfile:3:1: ") && err.contains("/bin/sh"),
         "{err}"
     );
     assert!(
         err.contains(" 3 | RUN echo hi"),
         "the line is quoted: {err}"
     );
+    // A RUN on a Windows stage on this Linux host: which runtime it would need.
+    let fixture = repo().join("fixtures/nanoserver.tar");
+    let (code, _, err) = wcbuild(&root, &["load", "-i", fixture.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\nRUN echo hi\n",
+    )]);
+    let (code, _, err) = wcbuild(&root, &["build", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1: RUN on a Windows stage needs a Windows runtime")
+            && err.contains("Host Compute Service"),
+        "{err}"
+    );
+    let root = tempdir("fail-empty");
     let ctx = context(&[(
         "Dockerfile",
         "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\n",
@@ -1796,4 +1813,104 @@ fn add_unpacks_zstd_tars_and_refuses_xz() {
         err.contains("ADD `bundle.bin`: xz archives are not unpacked by this version of wcbuild"),
         "{err}"
     );
+
+#[test]
+fn layers_are_compressed_only_when_the_image_leaves_and_the_id_stays() {
+    let root = tempdir("auto");
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY text.txt /\n"),
+        (
+            "text.txt",
+            &"all work and no play makes a build slow\n".repeat(20_000),
+        ),
+    ]);
+    let c = ctx.to_str().unwrap();
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let layer_of =
+        |name: &str| -> serde_json::Value { inspect(&root, name)["manifest"]["layers"][0].clone() };
+    // A local build keeps the layer uncompressed, as Docker does.
+    let (code, id, err) = wcbuild(&root, &["build", "-t", "local:1", c], &epoch);
+    assert_eq!(code, 0, "{err}");
+    let local = layer_of("local:1");
+    assert_eq!(local["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+    let v = inspect(&root, "local:1");
+    assert_eq!(
+        id.trim(),
+        v["manifest"]["config"]["digest"].as_str().unwrap()
+    );
+    // `images` shows the uncompressed size, and no push size until a compressed form exists.
+    let (code, out, _) = wcbuild(&root, &["images", "--json"], &[]);
+    assert_eq!(code, 0);
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reference"] == "docker.io/library/local:1")
+        .unwrap();
+    assert!(row["size"].as_u64().unwrap() >= 800_000, "{row}");
+    assert!(row["push"].is_null(), "{row}");
+    // An OCI archive out of the build: gzip layers, written in the build's pass; the image
+    // ID is the same image's.
+    let archive = root.join("out.tar");
+    let out_spec = format!("type=oci,dest={}", archive.display());
+    let meta = root.join("meta.json");
+    let (code, id2, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-t",
+            "oci:1",
+            "--output",
+            &out_spec,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            c,
+        ],
+        &epoch,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(id2, id, "the image ID does not depend on the compression");
+    let gz = layer_of("oci:1");
+    assert_eq!(
+        gz["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    assert!(gz["size"].as_u64().unwrap() < local["size"].as_u64().unwrap() / 10);
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id.trim());
+    assert_eq!(
+        m["containerimage.digest"],
+        inspect(&root, "oci:1")["digest"]
+    );
+    // An explicit --compression makes a cached layer of another compression into that one.
+    let (code, id3, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--compression",
+            "zstd",
+            "-t",
+            "z:1",
+            c,
+        ],
+        &epoch,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("CACHED"), "a cache hit: {err}");
+    assert_eq!(id3, id);
+    assert_eq!(
+        layer_of("z:1")["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    // ...and back to plain when asked.
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "--compression", "uncompressed", "-t", "plain:1", c],
+        &epoch,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(layer_of("plain:1")["digest"], local["digest"]);
 }

@@ -660,6 +660,10 @@ fn gnu_tar_sizes(blob: &Path) -> HashMap<String, u64> {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "runs GNU tar, a Linux program a Windows process cannot start"
+)]
 fn windows_fixtures_across_ltsc2019_2022_2025() {
     let root = tempdir("windows");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -1094,6 +1098,10 @@ fn count_colour(pixels: &[[u8; 3]], hex: &str) -> usize {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "runs chromium, a Linux program a Windows process cannot start"
+)]
 fn html_report_loads_in_chromium_and_shows_the_charts() {
     use wcbuild::report::html::{SHARED_COLOUR, UNIQUE_COLOUR, WASTE_COLOUR};
     let set = linux_set("html");
@@ -1198,7 +1206,15 @@ fn images_built_by_wcbuild_share_their_base_and_show_a_re_added_file() {
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
     let (code, _, err) = common::wcbuild_at_env(
         &root,
-        &["build", "-t", "base:b", base_ctx.to_str().unwrap()],
+        // Linux images on any host (`FROM scratch` on a Windows host is a Windows stage).
+        &[
+            "build",
+            "--platform",
+            "linux/amd64",
+            "-t",
+            "base:b",
+            base_ctx.to_str().unwrap(),
+        ],
         &epoch,
     );
     assert_eq!(code, 0, "{err}");

@@ -116,6 +116,10 @@ fn images_inspect_tag_rmi() {
 }
 
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "runs GNU tar, a Linux program a Windows process cannot start"
+)]
 fn save_and_load_round_trip_in_both_formats() {
     let root = tempdir("save");
     let digest = make_image(&root, "app:1.0", "round trip", "linux", None);
@@ -290,6 +294,10 @@ fn have(tool: &str) -> bool {
 
 /// skopeo and umoci read the store as the OCI image layout it is. `./test.sh` installs both.
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "runs skopeo and umoci, Linux programs a Windows process cannot start"
+)]
 fn skopeo_and_umoci_read_the_store() {
     assert!(
         have("skopeo") && have("umoci"),

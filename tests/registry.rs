@@ -1546,8 +1546,10 @@ fn build_pulls_its_base_and_pushes_the_result() {
             "--push",
             "--progress",
             "plain",
-            "-t",
+            "--metadata-file",
         ])
+        .arg(ctx.join("meta.json"))
+        .arg("-t")
         .arg(format!("{host}/wcb/app:1"))
         .arg(&ctx)
         .output()
@@ -1556,7 +1558,14 @@ fn build_pulls_its_base_and_pushes_the_result() {
     assert!(out.status.success(), "{stderr}");
     // The base layer was mounted from the repository it was pulled from, not uploaded again.
     assert!(stderr.contains("mounted"), "{stderr}");
-    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // What was pushed, by BuildKit's metadata key; stdout is the image ID (the config).
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ctx.join("meta.json")).unwrap()).unwrap();
+    let digest = meta["containerimage.digest"].as_str().unwrap().to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        meta["containerimage.config.digest"].as_str().unwrap()
+    );
     let raw = skopeo(&[
         "inspect",
         "--tls-verify=false",
@@ -1588,6 +1597,21 @@ fn build_pulls_its_base_and_pushes_the_result() {
     assert_eq!(s.blob_size(&ltsc2019).unwrap(), None);
 }
 
+/// [`build_cli`], returning the manifest digest (from `--metadata-file`) instead of the image ID.
+fn build_manifest(root: &Path, ctx: &Path, args: &[&str]) -> (bool, String, String) {
+    let meta = root.with_extension("meta.json");
+    let mut all = vec!["--metadata-file", meta.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let (ok, _, err) = build_cli(root, ctx, &all);
+    let digest = std::fs::read(&meta)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["containerimage.digest"].as_str().map(String::from))
+        .unwrap_or_default();
+    (ok, digest, err)
+}
+
+/// `wcbuild build ARGS CTX` with `SOURCE_DATE_EPOCH` set: success, stdout (the image ID), stderr.
 fn build_cli(root: &Path, ctx: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
         .arg("--root")
@@ -2208,7 +2232,7 @@ fn add_downloads_https_urls_verified() {
     .unwrap();
     let (_s, root) = empty_store();
     let certs_arg = certs.to_str().unwrap();
-    let (ok, digest, err) = build_cli(
+    let (ok, digest, err) = build_manifest(
         &root,
         &ctx,
         &[
@@ -2237,9 +2261,12 @@ fn add_downloads_https_urls_verified() {
         )
         .unwrap(),
     };
-    let mut gz = flate2::read::GzDecoder::new(&raw[..]);
-    let mut tar = Vec::new();
-    std::io::Read::read_to_end(&mut gz, &mut tar).unwrap();
+    // A local build keeps its layers uncompressed (the store's default).
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    let tar = raw;
     assert!(tar.windows(payload.len()).any(|w| w == payload.as_slice()));
     // Without the CA: a clear TLS error naming the URL.
     let (ok, _, err) = build_cli(&root, &ctx, &["--progress", "plain", "--no-cache"]);
@@ -2297,7 +2324,7 @@ fn uncompressed_layers_leave_compressed_once() {
     std::fs::write(ctx.join("big.txt"), "all work and no play\n".repeat(50_000)).unwrap();
     std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY big.txt /\n").unwrap();
     let dest = format!("{}/wcb/plain:1", reg.host());
-    let (ok, local, err) = build_cli(
+    let (ok, pushed, err) = build_manifest(
         &root,
         &ctx,
         &[
@@ -2311,6 +2338,11 @@ fn uncompressed_layers_leave_compressed_once() {
         ],
     );
     assert!(ok, "{err}");
+    // The store keeps the uncompressed layer under the tag.
+    let local = {
+        let s = Store::open(&root).unwrap();
+        wcbuild::ops::images::resolve(&s, &dest).unwrap().digest
+    };
     let raw = skopeo(&[
         "inspect",
         "--tls-verify=false",
@@ -2322,6 +2354,7 @@ fn uncompressed_layers_leave_compressed_once() {
         remote, local,
         "the registry gets a manifest naming gzip layers"
     );
+    assert_eq!(pushed, remote, "--metadata-file names what was pushed");
     let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
     assert_eq!(
         m["layers"][0]["mediaType"],
@@ -2403,7 +2436,7 @@ fn copy_from_an_image_in_a_registry() {
     )
     .unwrap();
     let (_s, root) = empty_store();
-    let (ok, digest, err) = build_cli(&root, &ctx, &["--progress", "plain"]);
+    let (ok, digest, err) = build_manifest(&root, &ctx, &["--progress", "plain"]);
     assert!(ok, "{err}");
     let s = Store::open(&root).unwrap();
     let m: serde_json::Value = serde_json::from_slice(&s.read_blob(&digest).unwrap()).unwrap();
@@ -2420,9 +2453,8 @@ fn copy_from_an_image_in_a_registry() {
             )
             .unwrap()
         });
-    let mut tar = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut tar).unwrap();
-    let text = String::from_utf8_lossy(&tar);
+    // The local build's layer is kept uncompressed.
+    let text = String::from_utf8_lossy(&raw);
     assert!(
         text.contains("copied.txt") && text.contains("hello from a registry"),
         "{text}"

@@ -27,6 +27,10 @@ struct Case {
     files: &'static [(&'static str, &'static str)],
     /// Extra `build` flags for both builders.
     flags: &'static [&'static str],
+    /// Paths only Docker's image has, because Debian's engine embeds an older BuildKit (0.8)
+    /// that leaves the directories it made for `RUN --mount` targets in the layer; current
+    /// BuildKit removes them (its mount-stub cleaner), as wcbuild does.
+    stubs: &'static [&'static str],
 }
 
 const B: &str = "wcbuild.local/busybox:latest";
@@ -47,12 +51,21 @@ fn cases() -> Vec<Case> {
         dockerfile,
         files: std_files,
         flags,
+        stubs: &[],
+    };
+    let m = |name, dockerfile, stubs| Case {
+        name,
+        dockerfile,
+        files: std_files,
+        flags: &[],
+        stubs,
     };
     let f = |name, dockerfile, files| Case {
         name,
         dockerfile,
         files,
         flags: &[],
+        stubs: &[],
     };
     vec![
         c(
@@ -262,6 +275,122 @@ fn cases() -> Vec<Case> {
         c(
             "copy-from-image",
             "FROM scratch\nCOPY --from=wcbuild.local/busybox:latest /bin/busybox /bin/sh\nCOPY --from=base:users /etc/passwd /etc/\n",
+            &[],
+        ),
+        c(
+            "run-shell-form",
+            "FROM B\nRUN echo hi > /hi.txt && mkdir -p /opt/app/sub && touch /opt/app/x\n",
+            &[],
+        ),
+        c(
+            "run-json-form",
+            "FROM B\nRUN [\"sh\", \"-c\", \"echo json > /json.txt\"]\n",
+            &[],
+        ),
+        c(
+            "run-shell-changed",
+            "FROM B\nSHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0 $-\" > /shell.txt\n",
+            &[],
+        ),
+        c(
+            "run-env-and-args-visible",
+            "FROM B\nARG A=1\nENV B=2\nARG C\nRUN echo \"$A $B $C $PATH\" > /env.txt && env | sort > /envlist.txt\n",
+            &["--build-arg", "C=3"],
+        ),
+        c(
+            "run-user-by-name",
+            "FROM base:users\nUSER app\nRUN id -u > /tmp/id.txt && id -g >> /tmp/id.txt && touch /tmp/owned && echo $HOME > /tmp/home.txt\n",
+            &[],
+        ),
+        c(
+            "run-user-by-number",
+            "FROM base:users\nUSER 1000:50\nRUN id -u > /tmp/id.txt && id -g >> /tmp/id.txt && touch /tmp/owned\nUSER 2000\nRUN id -u > /tmp/id2.txt && id -g >> /tmp/id2.txt\n",
+            &[],
+        ),
+        c(
+            "run-workdir",
+            "FROM B\nWORKDIR /w\nRUN pwd > p.txt && touch rel\n",
+            &[],
+        ),
+        c(
+            "run-workdir-created-for-user",
+            "FROM base:users\nUSER app\nWORKDIR /home/app/newdir\nRUN touch made-by-app\n",
+            &[],
+        ),
+        c(
+            "run-deletes-lower-files-and-dirs",
+            "FROM base:users\nRUN rm /etc/nginx/nginx.conf && rm -rf /home/app\n",
+            &[],
+        ),
+        c(
+            "run-dir-replaced-by-file-and-back",
+            "FROM base:users\nRUN rm -rf /srv && echo f > /srv\nRUN rm /srv && mkdir /srv && echo in > /srv/in\n",
+            &[],
+        ),
+        c(
+            "run-dir-emptied-and-refilled",
+            "FROM base:users\nRUN rm -rf /etc/nginx && mkdir /etc/nginx && echo new > /etc/nginx/new.conf\n",
+            &[],
+        ),
+        c(
+            "run-hard-links",
+            "FROM B\nRUN echo x > /h1 && ln /h1 /h2 && mkdir /d && ln /h1 /d/h3\n",
+            &[],
+        ),
+        c(
+            "run-symlinks",
+            "FROM B\nRUN ln -s /etc/passwd /lnk && ln -s missing /dangling && ln -s /bin /bin2\n",
+            &[],
+        ),
+        c(
+            "run-setuid-and-modes",
+            "FROM B\nRUN mkdir -p /usr/local/bin && cp /bin/busybox /usr/local/bin/su2 && chmod 4755 /usr/local/bin/su2 && mkdir -m 1777 /shared && chmod 2750 /shared\n",
+            &[],
+        ),
+        c(
+            "run-chmod-chown-lower",
+            "FROM base:users\nRUN chmod 700 /srv && chown 1000:50 /etc/nginx/nginx.conf && touch /etc/passwd\n",
+            &[],
+        ),
+        c("run-fails", "FROM B\nRUN echo before && exit 3\n", &[]),
+        m(
+            "run-mount-cache",
+            "FROM B\nRUN --mount=type=cache,target=/cache echo hi > /cache/x && ls /cache > /listing\nRUN --mount=type=cache,target=/cache ls /cache > /listing2\n",
+            &["cache"],
+        ),
+        m(
+            "run-mount-bind-context",
+            "FROM B\nRUN --mount=type=bind,source=src,target=/mnt cat /mnt/main.c > /copied.c && ls -R /mnt > /seen\n",
+            &["mnt"],
+        ),
+        m(
+            "run-mount-bind-rw-discarded",
+            "FROM B\nRUN --mount=type=bind,source=src,target=/mnt,rw echo new > /mnt/new && ls /mnt > /seen\n",
+            &["mnt"],
+        ),
+        m(
+            "run-mount-tmpfs",
+            "FROM B\nRUN --mount=type=tmpfs,target=/scratch echo x > /scratch/f && ls /scratch > /seen\n",
+            &["scratch"],
+        ),
+        m(
+            "run-mount-bind-from-stage",
+            "FROM B AS build\nRUN mkdir /out && echo built > /out/b\nFROM B\nRUN --mount=type=bind,from=build,source=/out,target=/o cp /o/b /b\n",
+            &["o"],
+        ),
+        m(
+            "run-mount-into-existing-dir",
+            "FROM base:users\nRUN --mount=type=bind,source=src,target=/srv/m ls /srv/m > /srv/seen\n",
+            &["srv/m"],
+        ),
+        c(
+            "run-then-copy-from-stage",
+            "FROM B AS build\nWORKDIR /src\nCOPY src/ ./\nRUN mkdir -p /out && cat *.c > /out/all.c\nFROM scratch\nCOPY --from=build /out /\n",
+            &[],
+        ),
+        c(
+            "run-in-scratch-with-busybox",
+            "FROM scratch\nCOPY --from=wcbuild.local/busybox:latest /bin/busybox /bin/sh\nRUN [\"/bin/sh\", \"-c\", \"echo made > /made\"]\n",
             &[],
         ),
         f(
@@ -582,7 +711,21 @@ fn compare(chunk: usize, of: usize) -> Vec<String> {
                 ));
             }
         }
-        let (ta, tb) = (tree(&d, "ours:x"), tree(&d, "docker:x"));
+        let (ta, mut tb) = (tree(&d, "ours:x"), tree(&d, "docker:x"));
+        for stub in case.stubs {
+            // The old engine's mount stub: it must be there (an empty directory), and nowhere
+            // in ours.
+            match tb.remove(*stub) {
+                Some(v) if v.starts_with("Dir ") => {}
+                other => problems.push(format!(
+                    "{}: expected Docker's stub directory /{stub}, found {other:?}",
+                    case.name
+                )),
+            }
+            if ta.contains_key(*stub) {
+                problems.push(format!("{}: /{stub}: a mount stub left in ours", case.name));
+            }
+        }
         for (p, v) in &tb {
             match ta.get(p) {
                 Some(w) if w == v => {}

@@ -12,8 +12,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LayerCompression {
+    /// uncompressed while the image stays in the store (as Docker keeps it), gzip when it
+    /// leaves: compressed in the build's pass with --push or --output type=oci, once and
+    /// remembered by a later push
+    Auto,
     /// gzip level 6 (what every registry and runtime reads)
     Gzip,
     /// zstd level 3
@@ -42,7 +46,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
     /// Layer compression
-    #[arg(long, value_enum, default_value = "gzip")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub compression: LayerCompression,
     /// Clamp file times and set the image's times to this Unix time (reproducible builds)
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
@@ -90,8 +94,106 @@ pub struct BuildArgs {
     /// (`min`, the default, keeps the final image's layers; `max` every step's)
     #[arg(long, value_name = "SPEC")]
     pub cache_to: Option<String>,
+    /// The OCI runtime for RUN on Linux stages: a name on PATH (`crun`, `runc`) or a path
+    /// [default: the first of crun and runc that works here]
+    #[arg(long, value_name = "NAME|PATH")]
+    pub oci_runtime: Option<String>,
+    /// The network RUN steps get unless they say: `host` (the default, as BuildKit without CNI),
+    /// `none` (loopback only), `default` (= host)
+    #[arg(long, value_name = "MODE", default_value = "default")]
+    pub network: String,
+    /// A secret RUN steps may mount (repeatable): `id=ID,src=FILE` or `id=ID,env=VAR`
+    /// (`type=file|env`, `source=` also accepted); read only when a step mounts it
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// An SSH agent socket RUN steps may mount (repeatable): `default` (`$SSH_AUTH_SOCK`) or
+    /// `ID=SOCKET`
+    #[arg(long = "ssh", value_name = "SPEC")]
+    pub ssh: Vec<String>,
+    /// Allow an entitlement (repeatable): `security.insecure` lets `RUN --security=insecure`
+    /// run; `network.host` is always allowed
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
+}
+
+/// `--secret id=ID,src=FILE|env=VAR` as Docker reads it.
+fn parse_secret(spec: &str) -> Result<(String, ops::SecretSource), CliError> {
+    let (mut id, mut kind, mut src, mut env) = (None, None, None, None);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "--secret `{spec}`: expected id=ID,src=FILE or id=ID,env=VAR"
+                )));
+            }
+        }
+    }
+    let source = match (kind.as_deref(), src, env) {
+        (Some("env"), Some(v), None) | (None | Some("env"), None, Some(v)) => {
+            ops::SecretSource::Env(v)
+        }
+        (None | Some("file"), Some(f), None) => ops::SecretSource::File(PathBuf::from(f)),
+        (None, None, None) => {
+            // `id=X` alone: an environment variable of that name, as buildx does.
+            let Some(id) = &id else {
+                return Err(CliError::Usage(format!(
+                    "--secret `{spec}`: id=ID is required"
+                )));
+            };
+            ops::SecretSource::Env(id.clone())
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--secret `{spec}`: give one of src=FILE or env=VAR"
+            )));
+        }
+    };
+    let id = match id {
+        Some(i) => i,
+        None => match &source {
+            ops::SecretSource::File(f) => f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ops::SecretSource::Env(v) => v.clone(),
+        },
+    };
+    if id.is_empty() {
+        return Err(CliError::Usage(format!(
+            "--secret `{spec}`: id=ID is required"
+        )));
+    }
+    Ok((id, source))
+}
+
+/// `--ssh default|ID=SOCKET`.
+fn parse_ssh(spec: &str) -> Result<(String, PathBuf), CliError> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), Some(PathBuf::from(p))),
+        None => (spec.to_string(), None),
+    };
+    let path = match path {
+        Some(p) => p,
+        None => std::env::var_os("SSH_AUTH_SOCK")
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--ssh `{spec}`: no socket given and SSH_AUTH_SOCK is not set"
+                ))
+            })?,
+    };
+    if id.is_empty() {
+        return Err(CliError::Usage(format!(
+            "--ssh `{spec}`: expected ID=SOCKET"
+        )));
+    }
+    Ok((id, path))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -174,6 +276,17 @@ impl Drawer {
                     Event::Packing { stage, done, total } => serde_json::json!({
                         "type": "bytes", "stage": stage, "done": done, "total": total,
                     }),
+                    Event::Output {
+                        stage,
+                        stderr,
+                        line,
+                    } => serde_json::json!({
+                        "type": "output", "stage": stage,
+                        "stream": if *stderr { "stderr" } else { "stdout" }, "line": line,
+                    }),
+                    Event::Note { stage, text } => serde_json::json!({
+                        "type": "note", "stage": stage, "text": text,
+                    }),
                     Event::Step {
                         stage,
                         line,
@@ -236,6 +349,12 @@ impl Drawer {
                         );
                     }
                 }
+                Event::Output { stage, line, .. } => {
+                    eprintln!("[stage {stage}]       {line}");
+                }
+                Event::Note { stage, text } => {
+                    eprintln!("[stage {stage}]       note: {text}");
+                }
                 Event::StepStart { .. } | Event::Packing { .. } => {}
             },
         }
@@ -265,6 +384,12 @@ impl Drawer {
                 pb.enable_steady_tick(std::time::Duration::from_millis(100));
                 self.step = Some(pb);
                 self.started = std::time::Instant::now();
+            }
+            Event::Output { line, .. } => {
+                let _ = multi.println(format!("       {line}"));
+            }
+            Event::Note { text, .. } => {
+                let _ = multi.println(format!("       note: {text}"));
             }
             Event::Packing { done, total, .. } => {
                 let bar = self.bar.get_or_insert_with(|| {
@@ -448,10 +573,11 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         target: args.target.clone(),
         platform: None,
         compression: match args.compression {
+            LayerCompression::Auto | LayerCompression::Uncompressed => Compression::None,
             LayerCompression::Gzip => Compression::Gzip(6),
             LayerCompression::Zstd => Compression::Zstd(3),
-            LayerCompression::Uncompressed => Compression::None,
         },
+        compression_explicit: args.compression != LayerCompression::Auto,
         source_date_epoch: args.source_date_epoch,
         labels,
         no_cache: args.no_cache,
@@ -464,7 +590,39 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             .collect::<Result<_, _>>()?,
         cache_to: None,
         cache_max: false,
+        oci_runtime: args.oci_runtime.clone(),
+        network: match args.network.as_str() {
+            "default" | "host" => ops::NetworkMode::Host,
+            "none" => ops::NetworkMode::None,
+            other => {
+                return Err(CliError::Usage(format!(
+                    "--network `{other}`: expected default, host or none"
+                )));
+            }
+        },
+        secrets: BTreeMap::new(),
+        ssh: BTreeMap::new(),
+        allow_insecure: false,
     };
+    for s in &args.secrets {
+        let (id, src) = parse_secret(s)?;
+        settings.secrets.insert(id, src);
+    }
+    for s in &args.ssh {
+        let (id, path) = parse_ssh(s)?;
+        settings.ssh.insert(id, path);
+    }
+    for a in &args.allow {
+        match a.as_str() {
+            "security.insecure" => settings.allow_insecure = true,
+            "network.host" => {}
+            other => {
+                return Err(CliError::Usage(format!(
+                    "--allow `{other}`: expected security.insecure or network.host"
+                )));
+            }
+        }
+    }
     for c in &args.build_contexts {
         let (name, value) = c.split_once('=').ok_or_else(|| {
             CliError::Usage(format!("--build-context `{c}`: expected NAME=VALUE"))
@@ -579,7 +737,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
     }
     if let Some(f) = &args.iidfile {
-        std::fs::write(f, &out.digest)
+        std::fs::write(f, result.image_id())
             .map_err(|e| anyhow::anyhow!("write `{}`: {e}", f.display()))?;
     }
     if talk {
@@ -593,7 +751,10 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             );
         }
         for img in &out.images {
-            eprintln!("built {} ({})", img.digest, img.platform);
+            eprintln!(
+                "built {} ({}; manifest {})",
+                img.config_digest, img.platform, img.digest
+            );
         }
         if out.images.len() > 1 {
             eprintln!("index {} ({} platforms)", out.digest, out.images.len());
@@ -609,6 +770,7 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
     {
         eprint!("\n{}", first.lint_summary);
     }
-    println!("{}", out.digest);
+    // The image ID on stdout, as `docker build -q` prints it.
+    println!("{}", result.image_id());
     Ok(ExitCode::SUCCESS)
 }

@@ -122,8 +122,8 @@ pub fn images(global: &GlobalArgs, args: ImagesArgs) -> Result<ExitCode, CliErro
         .max(9);
     writeln!(
         out,
-        "{:<width$}  {:<19}  {:>9}  PLATFORMS",
-        "REFERENCE", "DIGEST", "SIZE"
+        "{:<width$}  {:<19}  {:>9}  {:>9}  PLATFORMS",
+        "REFERENCE", "DIGEST", "SIZE", "PUSH"
     )
     .map_err(out_err)?;
     for r in rows {
@@ -135,9 +135,10 @@ pub fn images(global: &GlobalArgs, args: ImagesArgs) -> Result<ExitCode, CliErro
             .to_string();
         writeln!(
             out,
-            "{:<width$}  sha256:{short}  {:>9}  {}",
+            "{:<width$}  sha256:{short}  {:>9}  {:>9}  {}",
             r.reference,
             human(r.size),
+            r.push.map(human).unwrap_or_else(|| "-".into()),
             r.platforms.join(", ")
         )
         .map_err(out_err)?;

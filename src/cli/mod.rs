@@ -7,6 +7,7 @@
 
 mod build;
 mod check;
+mod compat;
 mod dedup;
 mod dockerfile;
 mod images;
@@ -75,7 +76,7 @@ pub enum Commands {
     /// Report which layers and files images share and duplicate
     Dedup(dedup::DedupArgs),
     /// Say which Windows hosts and isolation modes can run an image
-    Compat(Pending),
+    Compat(compat::CompatArgs),
     /// Log in to a registry
     Login(registry::LoginArgs),
     /// Log out of a registry
@@ -172,6 +173,7 @@ pub fn main() -> ExitCode {
         Commands::Save(a) => images::save(g, a),
         Commands::Load(a) => images::load(g, a),
         Commands::Dedup(a) => dedup::run(g, a),
+        Commands::Compat(a) => compat::run(g, a),
         Commands::Prune(a) => images::prune(g, a),
         Commands::Check(a) => check::run(g, a),
         Commands::Layer(cmd) => layer::run(cmd),
@@ -179,7 +181,6 @@ pub fn main() -> ExitCode {
         Commands::Push(a) => registry::push(g, a),
         Commands::Login(a) => registry::login(a),
         Commands::Logout(a) => registry::logout(a),
-        other => Err(CliError::NotBuilt(command_name(&other))),
     };
     if let Some(code) = crate::ops::cancel::exit_code() {
         // Stopped by a signal: whatever the command returned, it unwound because of it.
@@ -357,27 +358,6 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
     }
 }
 
-fn command_name(c: &Commands) -> &'static str {
-    match c {
-        Commands::Build(_) => "build",
-        Commands::Pull(_) => "pull",
-        Commands::Push(_) => "push",
-        Commands::Images(_) => "images",
-        Commands::Inspect(_) => "inspect",
-        Commands::Tag(_) => "tag",
-        Commands::Rmi(_) => "rmi",
-        Commands::Save(_) => "save",
-        Commands::Load(_) => "load",
-        Commands::Dedup(_) => "dedup",
-        Commands::Compat(_) => "compat",
-        Commands::Login(_) => "login",
-        Commands::Logout(_) => "logout",
-        Commands::Prune(_) => "prune",
-        Commands::Check(_) => "check",
-        Commands::Layer(_) => "layer",
-        Commands::Dockerfile(_) => "dockerfile",
-    }
-}
 
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;

@@ -291,23 +291,8 @@ impl fmt::Display for WindowsVersion {
     }
 }
 
-/// Whether a process-isolated container of `image` can run on a Windows `host`, by the rule
-/// containerd and hcsshim apply (windows-images.md §2.2, §3): same major and minor; hosts
-/// older than build 20348 need the exact build; newer hosts accept images from the LTSC before
-/// them up to their own build (host 20348 → 20348 only; 20348 < host ≤ 26100 → 20348..=host;
-/// host > 26100 → 26100..=host). The revision is ignored. An image newer than the host never runs.
-pub fn process_isolation_compatible(host: WindowsVersion, image: WindowsVersion) -> bool {
-    if host.major != image.major || host.minor != image.minor {
-        return false;
-    }
-    if host.build < 20348 {
-        return image.build == host.build;
-    }
-    let lowest = if host.build > 26100 { 26100 } else { 20348 };
-    (lowest..=host.build).contains(&image.build)
-}
-
-/// Picks, among candidate platforms (e.g. an index's entries), the best for `wanted`:
+/// Picks, among candidate platforms (e.g. an index's entries), the best for `wanted` (a
+/// platform asked for; on a Windows host without one, `compat::choose_for_host` picks):
 /// same os/arch/variant; for Windows with a requested version, the same build (revision
 /// ignored) and then the highest revision, compared numerically; without a requested version,
 /// the highest version. Returns the index of the chosen candidate.
@@ -411,43 +396,6 @@ mod tests {
                 < WindowsVersion::parse("10.0.17763").unwrap()
         );
         assert_eq!(a.ltsc_name(), Some("ltsc2022"));
-    }
-
-    #[test]
-    fn process_isolation_rules() {
-        let v = |s| WindowsVersion::parse(s).unwrap();
-        assert!(process_isolation_compatible(
-            v("10.0.17763.1"),
-            v("10.0.17763.999")
-        ));
-        assert!(!process_isolation_compatible(
-            v("10.0.17763.1"),
-            v("10.0.20348.1")
-        ));
-        assert!(process_isolation_compatible(
-            v("10.0.20348.1"),
-            v("10.0.20348.5")
-        ));
-        assert!(!process_isolation_compatible(
-            v("10.0.20348.1"),
-            v("10.0.17763.5")
-        ));
-        assert!(process_isolation_compatible(
-            v("10.0.26100.1"),
-            v("10.0.20348.5")
-        ));
-        assert!(process_isolation_compatible(
-            v("10.0.26200.1"),
-            v("10.0.26100.5")
-        ));
-        assert!(!process_isolation_compatible(
-            v("10.0.26200.1"),
-            v("10.0.20348.5")
-        ));
-        assert!(!process_isolation_compatible(
-            v("10.0.20348.1"),
-            v("10.0.26100.5")
-        ));
     }
 
     #[test]

@@ -430,6 +430,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        windows,
+        ignore = "runs gzip, a Linux program a Windows process cannot start"
+    )]
     fn parallel_gzip_is_one_standard_member() {
         let data = sample(3 * GZIP_BLOCK + 12345);
         let gz = gzip(&data, 2, 7777);

@@ -163,6 +163,24 @@ pub fn export(
     records: &BTreeMap<String, Record>,
     key_version: &str,
 ) -> Result<Exported, TransferError> {
+    // Layers kept uncompressed leave compressed (once, remembered by diff_id); the records
+    // name what the registry will hold.
+    let mut records = records.clone();
+    for r in records.values_mut() {
+        if r.layer.media_type == crate::image::media::OCI_LAYER {
+            r.layer = super::images::compressed_layer(
+                store,
+                &r.layer.digest,
+                crate::layer::Compression::DEFAULT,
+            )
+            .map_err(|e| TransferError::Invalid {
+                what: r.layer.digest.clone(),
+                kind: "layer",
+                message: e.to_string(),
+            })?;
+        }
+    }
+    let records = &records;
     let body = Records {
         schema: 1,
         key_version: key_version.to_string(),

@@ -91,18 +91,29 @@ pub struct ImageRow {
     pub media_type: String,
     /// The platforms it holds (with os.version).
     pub platforms: Vec<String>,
-    /// Bytes of every distinct blob it references, as stored.
+    /// Its size as Docker shows it: the uncompressed tars of its distinct layers (a layer whose
+    /// uncompressed size is not known yet counts its blob).
     pub size: u64,
+    /// Bytes of every distinct blob it references, as stored.
+    pub stored: u64,
+    /// What a push would send at most (config, manifests and every layer compressed), when it
+    /// is known: layers kept uncompressed count only once their compressed form exists.
+    pub push: Option<u64>,
 }
 
-/// The platforms and blob size of a manifest or index.
-fn describe(
-    store: &Store,
-    entry_media: &str,
-    digest: &str,
-) -> Result<(Vec<String>, u64), ImageError> {
+/// What [`describe`] finds.
+struct Described {
+    platforms: Vec<String>,
+    size: u64,
+    stored: u64,
+    push: Option<u64>,
+}
+
+/// The platforms and sizes of a manifest or index.
+fn describe(store: &Store, entry_media: &str, digest: &str) -> Result<Described, ImageError> {
     let mut platforms = Vec::new();
-    let mut blobs: BTreeMap<String, u64> = BTreeMap::new();
+    // Distinct blobs: digest → (stored bytes, uncompressed bytes, bytes a push sends).
+    let mut blobs: BTreeMap<String, (u64, u64, Option<u64>)> = BTreeMap::new();
     let mut todo = vec![(
         entry_media.to_string(),
         digest.to_string(),
@@ -110,7 +121,7 @@ fn describe(
     )];
     while let Some((mt, d, plat)) = todo.pop() {
         let size = store.blob_size(&d)?.unwrap_or(0);
-        blobs.insert(d.clone(), size);
+        blobs.insert(d.clone(), (size, 0, Some(size)));
         if media::is_index(&mt) {
             let idx: Index = read_json(store, &d, "index")?;
             for m in idx.manifests {
@@ -125,14 +136,36 @@ fn describe(
                 .filter(|p| p.os_version.is_some())
                 .unwrap_or_else(|| config.platform());
             platforms.push(p.to_string());
-            blobs.insert(m.config.digest.clone(), m.config.size);
-            for l in m.layers {
-                blobs.insert(l.digest, l.size);
+            blobs.insert(
+                m.config.digest.clone(),
+                (m.config.size, 0, Some(m.config.size)),
+            );
+            for (i, l) in m.layers.into_iter().enumerate() {
+                let diff_id = config.rootfs.diff_ids.get(i).cloned().unwrap_or_default();
+                let tar = store.layer_size(&diff_id).unwrap_or(l.size);
+                let push = if l.media_type == media::OCI_LAYER {
+                    store
+                        .compressed(&l.digest, crate::layer::Compression::DEFAULT.media_type())?
+                        .map(|(_, s)| s)
+                } else {
+                    Some(l.size)
+                };
+                let stored = if store.blob_size(&l.digest)?.is_some() {
+                    l.size
+                } else {
+                    0
+                };
+                blobs.insert(l.digest, (stored, tar, push));
             }
         }
     }
     platforms.sort();
-    Ok((platforms, blobs.values().sum()))
+    Ok(Described {
+        platforms,
+        size: blobs.values().map(|b| b.1).sum(),
+        stored: blobs.values().map(|b| b.0).sum(),
+        push: blobs.values().map(|b| b.2).sum(),
+    })
 }
 
 /// Every tagged image.
@@ -142,13 +175,15 @@ pub fn list(store: &Store) -> Result<Vec<ImageRow>, ImageError> {
         let Some(reference) = e.reference().map(String::from) else {
             continue;
         };
-        let (platforms, size) = describe(store, &e.media_type, &e.digest)?;
+        let d = describe(store, &e.media_type, &e.digest)?;
         rows.push(ImageRow {
             reference,
             digest: e.digest,
             media_type: e.media_type,
-            platforms,
-            size,
+            platforms: d.platforms,
+            size: d.size,
+            stored: d.stored,
+            push: d.push,
         });
     }
     rows.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -213,6 +248,7 @@ pub fn prune_waiting(
     let store = store.into_exclusive(waiting)?;
     let roots = if drop_cache {
         store.drop_build_cache()?;
+        store.remove_cache_mounts()?;
         Vec::new()
     } else {
         store.step_roots()
@@ -598,6 +634,94 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<Loaded>, ImageError> {
         }
     }
     Ok(loaded)
+}
+
+/// The manifest (or index) an image leaves the machine as: the same one, unless some of its
+/// layers are kept uncompressed in the store (local builds keep them so, as Docker does); those
+/// are compressed once (gzip, in parallel blocks, remembered by diff_id) and a manifest naming
+/// the compressed blobs is stored and returned. Pushes and build cache exports use it;
+/// archives (`save`) keep the store's bytes, so a save and a load give back the same digests.
+pub fn distributable(store: &Store, digest: &str, media_type: &str) -> Result<String, ImageError> {
+    let mut v: serde_json::Value = read_json(store, digest, "manifest")?;
+    let mut changed = false;
+    if media::is_index(media_type) {
+        if let Some(list) = v["manifests"].as_array_mut() {
+            for m in list {
+                let (Some(d), Some(mt)) = (m["digest"].as_str(), m["mediaType"].as_str()) else {
+                    continue;
+                };
+                if !media::is_manifest(mt) || store.blob_size(d)?.is_none() {
+                    continue;
+                }
+                let nd = distributable(store, d, mt)?;
+                if nd != d {
+                    m["size"] = store.blob_size(&nd)?.unwrap_or(0).into();
+                    m["digest"] = nd.into();
+                    changed = true;
+                }
+            }
+        }
+    } else if let Some(layers) = v["layers"].as_array_mut() {
+        for l in layers {
+            let (Some(d), Some(mt)) = (l["digest"].as_str(), l["mediaType"].as_str()) else {
+                continue;
+            };
+            if mt != media::OCI_LAYER {
+                continue;
+            }
+            let c = compressed_layer(store, d, crate::layer::Compression::Gzip(6))?;
+            l["mediaType"] = c.media_type.into();
+            l["digest"] = c.digest.into();
+            l["size"] = c.size.into();
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(digest.to_string());
+    }
+    let out = serde_json::to_vec(&v).expect("JSON values serialize");
+    Ok(store.put_blob(&out, None)?)
+}
+
+/// The layer `layer` (whose uncompressed tar is `diff_id`) in `compression`: itself when it
+/// already is; else its uncompressed form (decompressed once into the store, verified against
+/// the diff_id) and, for gzip or zstd, the compressed form made once from that.
+pub fn layer_in(
+    store: &Store,
+    layer: &crate::image::Descriptor,
+    diff_id: &str,
+    compression: crate::layer::Compression,
+) -> Result<crate::image::Descriptor, ImageError> {
+    if layer.media_type == compression.media_type() {
+        return Ok(layer.clone());
+    }
+    let size = match store.blob_size(diff_id)? {
+        Some(size) => size,
+        None => {
+            let blob = store.open_blob(&layer.digest)?;
+            let mut tar = crate::layer::reader::open(
+                std::io::BufReader::with_capacity(1 << 20, blob),
+                crate::layer::ReadLimits::default(),
+            )
+            .map_err(io_err("decompress layer", Path::new(&layer.digest)))?;
+            let mut w = store.blob_writer()?;
+            std::io::copy(&mut tar, &mut w)
+                .map_err(io_err("decompress layer", Path::new(&layer.digest)))?;
+            let size = w.size();
+            // The store refuses bytes that are not the diff_id.
+            w.commit(Some(diff_id), None)?;
+            size
+        }
+    };
+    store.remember_layer_size(diff_id, size);
+    if compression == crate::layer::Compression::None {
+        return Ok(crate::image::Descriptor::new(
+            compression.media_type(),
+            diff_id,
+            size,
+        ));
+    }
+    compressed_layer(store, diff_id, compression)
 }
 
 /// The compressed blob of an uncompressed layer blob, made once and remembered: the first

@@ -7,6 +7,7 @@ pub mod build;
 pub mod cache;
 pub mod cancel;
 pub mod check;
+pub mod compat;
 pub mod dedup;
 pub mod dockerfile;
 pub mod fixtures;

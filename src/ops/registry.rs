@@ -40,6 +40,9 @@ pub enum TransferError {
         /// The platforms it has.
         available: Vec<String>,
     },
+    /// The Windows host description (`WCBUILD_HOST_WINDOWS_VERSION`) does not parse.
+    #[error(transparent)]
+    Host(#[from] super::host::HostError),
     /// A document is not what its media type says.
     #[error("`{what}` is not a valid {kind}: {message}")]
     Invalid {
@@ -55,7 +58,8 @@ pub enum TransferError {
 /// How `pull` chooses and keeps.
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
-    /// The platform wanted (default: the host's; a Windows version picks that build).
+    /// The platform wanted (a Windows version picks that build). Default: the host's; a
+    /// Windows host takes the newest entry it can run (`image::compat::choose_for_host`).
     pub platform: Option<Platform>,
     /// Keep the whole index and every platform's image.
     pub all_platforms: bool,
@@ -99,7 +103,8 @@ pub struct PushOptions {
 pub struct Pushed {
     /// Where it went.
     pub reference: String,
-    /// Digest of the manifest or index (as in the store).
+    /// Digest of the manifest or index pushed (the store's, unless layers kept uncompressed
+    /// were compressed on the way, which makes a new manifest).
     pub digest: String,
     /// Blobs uploaded.
     pub uploaded: usize,
@@ -464,7 +469,12 @@ pub async fn pull(
         present: 0,
         blobs: BTreeSet::new(),
     };
-    let wanted = opts.platform.clone().unwrap_or_else(super::host::platform);
+    // No platform asked for: the host's; a Windows host takes the entry it runs by Microsoft's
+    // compatibility rule (image::compat), not only its own build.
+    let (wanted, windows_host) = match &opts.platform {
+        Some(p) => (p.clone(), None),
+        None => (super::host::platform()?, super::host::windows_host()?),
+    };
     let mut platforms = Vec::new();
     let tagged: IndexEntry;
     if media::is_index(&top.media_type) {
@@ -479,12 +489,22 @@ pub async fn pull(
         } else {
             let candidates: Vec<Option<&Platform>> =
                 idx.manifests.iter().map(|m| m.platform.as_ref()).collect();
-            match crate::image::platform::choose(&wanted, &candidates) {
+            let choice = match &windows_host {
+                Some(host) => crate::image::compat::choose_for_host(host, &wanted, &candidates),
+                None => crate::image::platform::choose(&wanted, &candidates),
+            };
+            match choice {
                 Some(i) => vec![i],
                 None => {
                     return Err(TransferError::NoPlatform {
                         reference: full,
-                        wanted: wanted.to_string(),
+                        wanted: match &windows_host {
+                            Some(h) => format!(
+                                "the {} host {h} under either isolation (see `wcbuild compat`)",
+                                h.sku
+                            ),
+                            None => wanted.to_string(),
+                        },
                         available: describe_platforms(&idx),
                     });
                 }
@@ -754,55 +774,15 @@ fn media_type_of(declared: &Option<String>, bytes: &[u8]) -> String {
     }
 }
 
-/// The manifest (or index) to send for `digest`: the same one, unless some of its layers are
-/// kept uncompressed in the store (`--compression uncompressed`); those are compressed once
-/// (gzip, remembered by diff_id) and a manifest naming the compressed blobs is stored and sent.
+/// The manifest (or index) to send for `digest`: its layers kept uncompressed in the store are
+/// compressed once (gzip, remembered by diff_id) under a new manifest (see
+/// [`super::images::distributable`]).
 fn distributable(store: &Store, digest: &str, media_type: &str) -> Result<String, TransferError> {
-    let bytes = store.read_blob(digest)?;
-    let mut v: serde_json::Value = parse(&bytes, digest, "manifest")?;
-    let mut changed = false;
-    if media::is_index(media_type) {
-        if let Some(list) = v["manifests"].as_array_mut() {
-            for m in list {
-                let (Some(d), Some(mt)) = (m["digest"].as_str(), m["mediaType"].as_str()) else {
-                    continue;
-                };
-                if !media::is_manifest(mt) || store.blob_size(d)?.is_none() {
-                    continue;
-                }
-                let nd = distributable(store, d, mt)?;
-                if nd != d {
-                    m["size"] = store.blob_size(&nd)?.unwrap_or(0).into();
-                    m["digest"] = nd.into();
-                    changed = true;
-                }
-            }
-        }
-    } else if let Some(layers) = v["layers"].as_array_mut() {
-        for l in layers {
-            let (Some(d), Some(mt)) = (l["digest"].as_str(), l["mediaType"].as_str()) else {
-                continue;
-            };
-            if mt != media::OCI_LAYER {
-                continue;
-            }
-            let c = super::images::compressed_layer(store, d, crate::layer::Compression::Gzip(6))
-                .map_err(|e| TransferError::Invalid {
-                what: d.to_string(),
-                kind: "layer",
-                message: e.to_string(),
-            })?;
-            l["mediaType"] = c.media_type.into();
-            l["digest"] = c.digest.into();
-            l["size"] = c.size.into();
-            changed = true;
-        }
-    }
-    if !changed {
-        return Ok(digest.to_string());
-    }
-    let out = serde_json::to_vec(&v).expect("JSON values serialize");
-    Ok(store.put_blob(&out, None)?)
+    super::images::distributable(store, digest, media_type).map_err(|e| TransferError::Invalid {
+        what: digest.to_string(),
+        kind: "manifest",
+        message: e.to_string(),
+    })
 }
 
 /// Pushes the image or index `src` of the store to `dest` (default: `src`'s own name).

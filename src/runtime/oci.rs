@@ -52,7 +52,7 @@ enum Flavor {
 }
 
 /// What the probe found out about a runtime binary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Probed {
     version: String,
     /// Global flags (before the sub-command).
@@ -187,7 +187,20 @@ impl OciRuntime {
         let mut map = probes.lock().unwrap_or_else(|e| e.into_inner());
         let result = map
             .entry(binary.clone())
-            .or_insert_with(|| probe_binary(&binary, flavor, &state))
+            .or_insert_with(|| match remembered(&binary, &state) {
+                // Probed by an earlier wcbuild on this boot, binary and mount namespace: only
+                // the leftovers of killed builds are cleaned.
+                Some(Ok(p)) => {
+                    delete_stale(&binary, &state, &p.global);
+                    Ok(p)
+                }
+                Some(Err(e)) => Err(e),
+                None => {
+                    let r = probe_binary(&binary, flavor, &state);
+                    remember(&binary, &state, &r);
+                    r
+                }
+            })
             .clone();
         result.map(|probed| OciRuntime {
             binary,
@@ -307,6 +320,70 @@ fn delete_stale(binary: &Path, state: &Path, global: &[String]) {
 fn cgroupns_supported() -> bool {
     Path::new("/proc/self/ns/cgroup").exists()
         && Path::new("/sys/fs/cgroup/cgroup.subtree_control").exists()
+}
+
+/// What a remembered probe holds good for: the binary as it is, the kernel and boot, the
+/// mount namespace (and so the cgroup and /proc mounts it sees), the user.
+fn fingerprint(binary: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(binary).ok()?;
+    let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    let mnt_ns = fs::metadata("/proc/self/ns/mnt")
+        .map(|m| m.ino())
+        .unwrap_or(0);
+    let cgroup_mounts: Vec<String> = read("/proc/self/mountinfo")
+        .lines()
+        .filter(|l| l.contains(" /sys/fs/cgroup"))
+        .map(|l| l.split(' ').skip(4).take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    Some(format!(
+        "{} {} {} {} {} {} {} {}",
+        binary.display(),
+        m.len(),
+        m.mtime_nsec() + m.mtime() * 1_000_000_000,
+        read("/proc/sys/kernel/osrelease"),
+        read("/proc/sys/kernel/random/boot_id"),
+        mnt_ns,
+        euid,
+        cgroup_mounts.join(",")
+    ))
+}
+
+/// Where a probe is remembered: beside the runtime's state directory (on tmpfs, so a reboot
+/// forgets it).
+fn probe_file(state: &Path) -> PathBuf {
+    state.with_extension("probe.json")
+}
+
+fn remembered(binary: &Path, state: &Path) -> Option<Result<Probed, String>> {
+    let bytes = fs::read(probe_file(state)).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if v["fingerprint"].as_str()? != fingerprint(binary)? {
+        return None;
+    }
+    if let Some(e) = v["refused"].as_str() {
+        return Some(Err(e.to_string()));
+    }
+    serde_json::from_value(v["probed"].clone()).ok().map(Ok)
+}
+
+fn remember(binary: &Path, state: &Path, r: &Result<Probed, String>) {
+    let Some(fp) = fingerprint(binary) else {
+        return;
+    };
+    let body = match r {
+        Ok(p) => serde_json::json!({"fingerprint": fp, "probed": p}),
+        // A runtime that needs root is not remembered as refused: root may come later.
+        Err(e) if e.contains("need root") => return,
+        Err(e) => serde_json::json!({"fingerprint": fp, "refused": e}),
+    };
+    let path = probe_file(state);
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    if fs::write(&tmp, body.to_string()).is_ok() && fs::rename(&tmp, &path).is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
 }
 
 fn probe_binary(binary: &Path, flavor: Flavor, state: &Path) -> Result<Probed, String> {

@@ -10,7 +10,8 @@
 //!   cache/                build cache records, versioned (cache/v1/steps/<key>.json: a step's layer)
 //!   tmp/                  private (0700) scratch: root file systems a build assembles,
 //!                         named `<purpose>-<pid>-…`
-//!   unpacked/<diff_id>/   layers unpacked once (overlayfs lower directories), derived data
+//!   unpacked/<hex>/       layers unpacked once for RUN's overlayfs (derived; prune removes them)
+//!   cache/v1/mounts/      RUN --mount=type=cache directories (prune --cache removes them)
 //!   wcbuild-store-v1      format marker
 //!   lock                  shared by every open store, exclusive for prune and check
 //! ```
@@ -34,6 +35,7 @@
 mod check;
 mod fsutil;
 mod index;
+mod run;
 mod steps;
 
 pub use check::{CheckOptions, CheckReport, Defect, DefectKind};
@@ -591,6 +593,8 @@ impl Store {
     }
 
     fn prune_locked(&self, extra_roots: &[String]) -> Result<PruneReport, StoreError> {
+        // Unpacked layers are derived from blobs (RUN makes them again); no build runs now.
+        self.remove_unpacked()?;
         let mut keep: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut todo: Vec<String> = self.entries()?.into_iter().map(|e| e.digest).collect();
         todo.extend(extra_roots.iter().cloned());

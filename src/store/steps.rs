@@ -42,7 +42,8 @@ impl Store {
         (self.blob_size(&rec.layer.digest).ok()?? == rec.layer.size).then_some(rec)
     }
 
-    /// Records what the step with this key made (atomically).
+    /// Records what the step with this key made (atomically; without an fsync: a record lost
+    /// in a crash is a cache miss, and the layer it names was made durable before).
     pub fn record_step(&self, key: &str, record: &StepRecord) -> Result<(), StoreError> {
         if !valid_key(key) {
             return Err(StoreError::Io {
@@ -60,7 +61,7 @@ impl Store {
             .unwrap_or(&path)
             .to_path_buf();
         let body = serde_json::to_vec(record).unwrap_or_default();
-        self.write_record(&rel, &body)
+        self.write_cache_record(&rel, &body)
     }
 
     /// Every layer digest a step record names (kept by `prune` unless the cache is dropped).
@@ -85,6 +86,34 @@ impl Store {
             }
         }
         out
+    }
+
+    /// Remembers the size of the uncompressed tar of layer `diff_id` (what Docker reports as
+    /// an image's size), so `images` can say it without reading the layer. Best effort.
+    pub fn remember_layer_size(&self, diff_id: &str, tar_size: u64) {
+        let Ok(hex) = super::digest_hex(diff_id) else {
+            return;
+        };
+        let rel = PathBuf::from("cache")
+            .join(format!("v{}", super::CACHE_VERSION))
+            .join("layer-sizes")
+            .join(hex);
+        if let Err(e) = self.write_cache_record(&rel, tar_size.to_string().as_bytes()) {
+            tracing::debug!("layer size of `{diff_id}` not kept: {e}");
+        }
+    }
+
+    /// The uncompressed size of layer `diff_id`: recorded, or its blob's size when the store
+    /// holds it uncompressed.
+    pub fn layer_size(&self, diff_id: &str) -> Option<u64> {
+        let hex = super::digest_hex(diff_id).ok()?;
+        let p = self.cache_dir().join("layer-sizes").join(hex);
+        if let Ok(s) = fs::read_to_string(p)
+            && let Ok(n) = s.trim().parse()
+        {
+            return Some(n);
+        }
+        self.blob_size(diff_id).ok().flatten()
     }
 
     /// Drops the build cache: step records, context stat caches and dedup layer indexes.

@@ -197,7 +197,13 @@ pub(super) fn resolve_base(
                 wanted = Platform::new("windows", &platform.architecture);
             }
         }
-        match crate::image::platform::choose(&wanted, &candidates) {
+        // No platform asked for on a Windows host: the entry `pull` takes (image::compat).
+        let on_windows_host = if explicit {
+            None
+        } else {
+            crate::ops::compat::base_entry(base, &candidates)?
+        };
+        match on_windows_host.or_else(|| crate::image::platform::choose(&wanted, &candidates)) {
             Some(i) => idx.manifests[i].digest.clone(),
             None => {
                 let have: Vec<String> = idx

@@ -25,6 +25,10 @@ pub(super) struct CopyItem {
     pub(super) exact: bool,
     /// Which source (in the order written) it came from: hard links are kept within one.
     pub(super) origin: usize,
+    /// A regular file's size, mtime (ns) and inode when it was collected (the stat cache's
+    /// comparison), and its (device, inode) when it has several names.
+    pub(super) stat: Option<(u64, i64, u64)>,
+    pub(super) link_id: Option<(u64, u64)>,
     pub(super) inline: Option<Vec<u8>>,
     pub(super) kind: Kind,
     pub(super) mode: u32,
@@ -97,7 +101,23 @@ pub(super) fn item_for(path: &Path, meta: &fs::Metadata, dest: &str) -> Result<C
         from_archive: false,
         exact: false,
         origin: 0,
+        stat: (kind == Kind::File).then(|| super::cache::stat_of(meta)),
+        link_id: (kind == Kind::File).then(|| link_id(meta)).flatten(),
     })
+}
+
+/// (device, inode) of a file with several names.
+fn link_id(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 /// Follows `path` (inside `root`) through symlinks the way a container would, but never out

@@ -7,7 +7,7 @@ use super::context::{CopyItem, collect_dir, context_matches, item_for, resolve_b
 use super::paths::{join_clean, windows_path};
 use super::rootfs::Rootfs;
 use super::sources::{ArchiveKind, archive_kind, git_checkout, http_download, is_git_source};
-use super::state::{Ctx, StageState, add_layer};
+use super::state::{Ctx, StageState, add_layer, write_layer};
 use super::user::stage_owner;
 use super::view::{Node, StageView};
 use crate::dockerfile::check::CopySpec;
@@ -277,6 +277,8 @@ pub(super) fn copy_step(
             from_archive: false,
             exact: false,
             origin: usize::MAX,
+            stat: None,
+            link_id: None,
         });
     }
     // The directories the copy goes through or creates: those that exist keep their mode and
@@ -291,57 +293,81 @@ pub(super) fn copy_step(
     // A file with several names among the sources keeps them as hard links to its first
     // name (in tar order), as BuildKit's copy does and as Windows' importer expects.
     // Each source is its own copy, so links are kept within one source only.
-    let mut links: std::collections::HashMap<usize, crate::layer::pack::HardLinks> =
+    let mut first_names: std::collections::HashMap<(usize, u64, u64), String> =
         std::collections::HashMap::new();
     for it in &mut items {
         if it.kind == Kind::File
             && it.inline.is_none()
-            && let Some(p) = &it.source
-            && let Ok(meta) = fs::symlink_metadata(p)
-            && let Some(first) = links.entry(it.origin).or_default().observe(&meta, &it.dest)
+            && let Some((dev, ino)) = it.link_id
         {
-            it.kind = Kind::Hardlink;
-            it.link = first;
+            match first_names.entry((it.origin, dev, ino)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    it.kind = Kind::Hardlink;
+                    it.link = first.get().clone();
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(it.dest.clone());
+                }
+            }
         }
     }
     // The cache key: the chain so far and every item's path, kind, mode, owner, link and
-    // content (file contents hashed through the stat cache; times are not part of it).
-    let mut parts: Vec<String> = vec![
-        chain.to_string(),
-        format!("{owner:?} {uid} {gid} {mode_override:?} {keep_owner}"),
-    ];
-    for it in &items {
-        let content = match (&it.source, &it.inline) {
-            (_, Some(data)) => cache_key(&[&String::from_utf8_lossy(data)]),
-            (Some(p), None) if it.kind == Kind::File => ctx
-                .cache
-                .file_hash(p)
-                .map_err(|e| format!("`{}`: {e}", p.display()))?,
-            _ => String::new(),
-        };
-        parts.push(format!(
+    // content (times are not part of it). Contents come from the stat cache when it knows
+    // them; when some file must be read, it is hashed while it is written into the layer
+    // (read once), and the key is known when the layer is.
+    let head = format!("{owner:?} {uid} {gid} {mode_override:?} {keep_owner}");
+    let item_part = |it: &CopyItem, content: &str| {
+        format!(
             "{}\0{:?}\0{:o}\0{}:{}\0{}\0{content}",
             it.dest, it.kind, it.mode, it.uid, it.gid, it.link
-        ));
-    }
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    let key = cache_key(&refs);
+        )
+    };
+    let content_of = |cache: &super::cache::BuildCache, it: &CopyItem| -> Option<String> {
+        match (&it.source, &it.inline) {
+            (_, Some(data)) => Some(cache_key(&[&String::from_utf8_lossy(data)])),
+            (Some(p), None) if it.kind == Kind::File => {
+                it.stat.and_then(|m| cache.known_hash(p, m))
+            }
+            _ => Some(String::new()),
+        }
+    };
+    let known_key = {
+        let mut k = super::cache::KeyHasher::new();
+        k.part(chain);
+        k.part(&head);
+        let mut all = true;
+        for it in &items {
+            match content_of(&ctx.cache, it) {
+                Some(c) => k.part(&item_part(it, &c)),
+                None => {
+                    all = false;
+                    break;
+                }
+            }
+        }
+        all.then(|| k.finish())
+    };
     let total: u64 = items
         .iter()
         .map(|it| match (&it.source, &it.inline) {
             (_, Some(d)) => d.len() as u64,
-            (Some(p), None) if it.kind == Kind::File => {
-                fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-            }
+            (Some(_), None) if it.kind == Kind::File => it.stat.map(|s| s.0).unwrap_or(0),
             _ => 0,
         })
         .sum();
     let stage_index = ctx.stage;
     let mut done = 0u64;
     let mut last_report = std::time::Instant::now();
-    let cached = add_layer(ctx, state, &key, owner, |w, reporter| {
+    // Content hashes of the files read while writing (when the stat cache did not know them).
+    let mut read_hashes: Vec<Option<[u8; 32]>> = Vec::new();
+    let mut fill = |w: &mut crate::layer::LayerWriter<&mut crate::store::BlobWriter<'_>>,
+                    reporter: &mut dyn crate::progress::Reporter,
+                    read_hashes: &mut Vec<Option<[u8; 32]>>|
+     -> std::io::Result<()> {
         for it in &items {
+            let mut hashed = None;
             if it.dest.is_empty() {
+                read_hashes.push(None);
                 continue;
             }
             let mut h = Header::new(&it.dest, it.kind);
@@ -395,10 +421,12 @@ pub(super) fn copy_step(
                     w.append(h, Some(&mut &data[..]), false).map_err(named)?;
                 }
                 (Some(p), None) if it.kind == Kind::File => {
-                    let mut f = fs::File::open(p)?;
+                    let f = fs::File::open(p)?;
                     h.size = f.metadata()?.len();
                     done += h.size;
-                    w.append(h, Some(&mut f), false).map_err(named)?;
+                    let mut r = HashingReader::new(f);
+                    w.append(h, Some(&mut r), false).map_err(named)?;
+                    hashed = Some(r.finish());
                 }
                 _ => {
                     let dir_link = it.kind == Kind::Symlink
@@ -409,6 +437,7 @@ pub(super) fn copy_step(
                     w.append(h, None, dir_link).map_err(named)?;
                 }
             }
+            read_hashes.push(hashed);
             if last_report.elapsed() >= std::time::Duration::from_millis(100) {
                 last_report = std::time::Instant::now();
                 reporter.event(Event::Packing {
@@ -424,7 +453,52 @@ pub(super) fn copy_step(
             total,
         });
         Ok(())
-    })?;
+    };
+    let (key, cached) = match known_key {
+        // Every content known without reading: a hit reads nothing.
+        Some(key) => {
+            let cached = add_layer(ctx, state, &key, owner, |w, reporter| {
+                fill(w, reporter, &mut Vec::new())
+            })?;
+            (key, cached)
+        }
+        // Some file must be read: written and hashed in one pass, then the key and the cache.
+        None => {
+            let (layer, diff_id) = write_layer(ctx, state.windows(), owner, |w, reporter| {
+                fill(w, reporter, &mut read_hashes)
+            })?;
+            let mut k = super::cache::KeyHasher::new();
+            k.part(chain);
+            k.part(&head);
+            for (it, read) in items.iter().zip(&read_hashes) {
+                let content = match (read, &it.source, it.stat) {
+                    (Some(sha), Some(p), Some(meta)) => {
+                        ctx.cache.remember_hash(p, meta, *sha);
+                        sha.iter().map(|b| format!("{b:02x}")).collect()
+                    }
+                    _ => content_of(&ctx.cache, it).unwrap_or_default(),
+                };
+                k.part(&item_part(it, &content));
+            }
+            let key = k.finish();
+            match ctx.cache.lookup(ctx.store, &key) {
+                // The same content under other times (a `touch`): the recorded layer stands,
+                // and the blob just written is left for prune.
+                Some((recorded, recorded_diff)) => {
+                    let recorded = super::state::in_compression(ctx, recorded, &recorded_diff)?;
+                    state.layers.push(recorded);
+                    state.config.rootfs.diff_ids.push(recorded_diff);
+                    (key, true)
+                }
+                None => {
+                    ctx.cache.record(ctx.store, &key, &layer, &diff_id);
+                    state.layers.push(layer);
+                    state.config.rootfs.diff_ids.push(diff_id);
+                    (key, false)
+                }
+            }
+        }
+    };
     let mut msg = String::from(name);
     if let Some(c) = &spec.chown {
         msg.push_str(&format!(" --chown={c}"));
@@ -443,6 +517,36 @@ pub(super) fn copy_step(
         chain: key,
         cached,
     })
+}
+
+/// Hashes what passes through it (a file's content while it is written into a layer).
+struct HashingReader<R> {
+    inner: R,
+    hash: sha2::Sha256,
+}
+
+impl<R: std::io::Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest as _;
+        HashingReader {
+            inner,
+            hash: sha2::Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> [u8; 32] {
+        use sha2::Digest as _;
+        self.hash.finalize().into()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// True when a source pattern has wildcards (`*`, `?`, `[`; an escaped one does not count).
@@ -594,6 +698,8 @@ impl Destination<'_> {
                 from_archive: false,
                 exact: true,
                 origin: usize::MAX,
+                stat: None,
+                link_id: None,
             });
         }
     }

@@ -10,6 +10,7 @@ use super::copy::copy_step;
 use super::metadata::{self, trigger_steps};
 use super::paths::{join_clean, rfc3339, windows_path};
 use super::rootfs::RootfsCache;
+use super::run;
 use super::settings::{BuildError, BuildOutcome, BuildSettings, NamedContext};
 use super::state::{Ctx, StageState, add_layer};
 use super::user::stage_owner;
@@ -59,6 +60,7 @@ pub(super) fn build_source(
         cache: BuildCache::open(store, &settings.context, !settings.no_cache),
         reporter,
         stage: 0,
+        runtime: None,
     };
     if !settings.cache_from.is_empty() && !settings.no_cache {
         let opts = settings.registry.clone().unwrap_or_default();
@@ -121,6 +123,18 @@ struct Planned {
 }
 
 impl Planned {
+    /// The stage a `--from` names (an index or a stage name), if any.
+    fn stage_of(&self, from: &str) -> Option<usize> {
+        match from.parse::<usize>() {
+            Ok(i) => Some(i),
+            Err(_) => self
+                .plan
+                .stages
+                .iter()
+                .rposition(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())),
+        }
+    }
+
     /// An error that quotes the line of instruction `i`.
     fn at(&self, i: usize, message: String) -> BuildError {
         BuildError::At(dockerfile::ParseError {
@@ -235,15 +249,7 @@ struct Execution<'p> {
 impl Execution<'_> {
     /// The stage a `--from` names (an index or a stage name), if any.
     fn stage_of(&self, from: &str) -> Option<usize> {
-        match from.parse::<usize>() {
-            Ok(i) => Some(i),
-            Err(_) => self
-                .planned
-                .plan
-                .stages
-                .iter()
-                .rposition(|s| s.name.as_deref() == Some(from.to_lowercase().as_str())),
-        }
+        self.planned.stage_of(from)
     }
 
     /// An error that quotes the line of instruction `i`.
@@ -267,9 +273,25 @@ impl Execution<'_> {
                 todo.push(b);
             }
             for step in &st.steps {
-                if let Command::Copy(spec) = &step.command
-                    && let Some(dep) = spec.from.as_deref().and_then(|f| self.stage_of(f))
+                let froms: Vec<&str> = match &step.command {
+                    Command::Copy(spec) => spec.from.as_deref().into_iter().collect(),
+                    Command::Run { mounts, .. } => mounts
+                        .iter()
+                        .filter_map(|m| {
+                            m.options
+                                .iter()
+                                .rev()
+                                .find(|(k, _)| k == "from")
+                                .map(|(_, v)| v.as_str())
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for dep in froms
+                    .iter()
+                    .filter_map(|f| self.stage_of(f).map(|d| (f, d)))
                 {
+                    let (from, dep) = dep;
                     if dep >= i {
                         return Err(BuildError::Step {
                             location: format!(
@@ -277,8 +299,7 @@ impl Execution<'_> {
                                 df.file, df.instructions[step.instruction].line
                             ),
                             message: format!(
-                                "COPY --from={} names a stage defined later; this version builds stages in file order",
-                                spec.from.as_deref().unwrap_or_default()
+                                "--from={from} names a stage defined later; this version builds stages in file order"
                             ),
                         });
                     }
@@ -304,6 +325,8 @@ impl Execution<'_> {
                     layers: s.layers.clone(),
                     cmd_set: false,
                     view: s.view.clone(),
+                    run_env: s.run_env.clone(),
+                    build_args: s.build_args.clone(),
                 }
             }
             None if stage.base.eq_ignore_ascii_case("scratch") => {
@@ -321,6 +344,8 @@ impl Execution<'_> {
                     layers: Vec::new(),
                     cmd_set: false,
                     view: None,
+                    run_env: Vec::new(),
+                    build_args: Vec::new(),
                 }
             }
             None => {
@@ -351,6 +376,8 @@ impl Execution<'_> {
                     layers,
                     cmd_set: false,
                     view: None,
+                    run_env: Vec::new(),
+                    build_args: Vec::new(),
                 }
             }
         })
@@ -371,14 +398,13 @@ impl Execution<'_> {
                 format!("{} {}", stage.base, layers.join(","))
             }
         };
+        // The compression is not part of it: one layer is the same layer whether it is kept
+        // uncompressed or compressed (the forms are tied by diff_id).
         let mut chain = cache_key(&[
             CACHE_KEY_VERSION,
             &base_id,
             &serde_json::to_string(&state.config.platform()).unwrap_or_default(),
-            &format!(
-                "{:?} {:?}",
-                settings.compression, settings.source_date_epoch
-            ),
+            &format!("{:?}", settings.source_date_epoch),
         ]);
         ctx.stage = si;
         ctx.reporter.event(Event::Stage {
@@ -403,6 +429,21 @@ impl Execution<'_> {
             {
                 env.push(format!("PATH={DEFAULT_PATH}"));
             }
+        }
+        // RUN's environment starts from the image's ENV (a stage built on a stage keeps its
+        // parent's, ARGs included).
+        if stage.base_stage.is_none() {
+            state.run_env = state
+                .config
+                .config
+                .env
+                .iter()
+                .flatten()
+                .map(|e| match e.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (e.clone(), String::new()),
+                })
+                .collect();
         }
         // ONBUILD triggers of an image base run first, as if written right after FROM; the
         // new image does not inherit them.
@@ -472,6 +513,24 @@ impl Execution<'_> {
                 if let Some(text) = metadata::apply(state, c).map_err(err)? {
                     history(state, text, false);
                 }
+                match c {
+                    Command::Env(pairs) => {
+                        for kv in pairs {
+                            state.set_run_env(&kv.key, &kv.value);
+                        }
+                    }
+                    Command::Arg(decls) => {
+                        for d in decls {
+                            if let Some(v) = &d.default
+                                && !run::NON_ENV_ARGS.contains(&d.name.as_str())
+                            {
+                                state.set_run_env(&d.name, v);
+                            }
+                            state.build_args.push((d.name.clone(), d.default.clone()));
+                        }
+                    }
+                    _ => {}
+                }
             }
             Command::Workdir(w) => {
                 let (text, layer, cached) = self.workdir(ctx, state, w, chain).map_err(err)?;
@@ -509,10 +568,36 @@ impl Execution<'_> {
                 step_cached = done.cached;
                 history(state, format!("{} # buildkit", done.message), true);
             }
-            Command::Run { .. } => {
-                return Err(err(
-                    "RUN needs a container runtime, and no runtime is available in this version of wcbuild (builds without RUN work: COPY, ADD of local files, and every metadata instruction)".into(),
-                ));
+            Command::Run {
+                command,
+                mounts,
+                network,
+                security,
+            } => {
+                let stage_platform = self.planned.plan.stages[si].platform.clone();
+                let stage_of = |f: &str| planned.stage_of(f);
+                let mut sources = run::Sources {
+                    rootfs: &mut self.rootfs,
+                    states: &self.states,
+                    chains: &self.chains,
+                    stage_of: &stage_of,
+                    ignore: self.ignore,
+                };
+                let done = run::run_step(
+                    ctx,
+                    state,
+                    &mut sources,
+                    command,
+                    mounts,
+                    network,
+                    security,
+                    chain,
+                    &stage_platform,
+                )
+                .map_err(err)?;
+                *chain = done.chain;
+                step_cached = done.cached;
+                history(state, format!("{} # buildkit", done.message), true);
             }
             _ => {}
         }

@@ -20,6 +20,7 @@
 //!   from its layers' headers;
 //! - `metadata`: config-only instructions and their history texts, ONBUILD triggers;
 //! - `context`, `sources`, `copy`: what COPY/ADD collect and the layer they write;
+//! - `run`: RUN's command, environment, mounts and cache key, and the container on a miss;
 //! - `executor`: plan, then build the stages the target needs, step by step;
 //! - `platforms`: several platforms tied in an index, the registry cache export;
 //! - `output`: the whole command: build, then push or write an archive.
@@ -34,6 +35,7 @@ mod output;
 mod paths;
 mod platforms;
 mod rootfs;
+mod run;
 mod settings;
 mod sources;
 mod state;
@@ -47,4 +49,6 @@ pub use output::{BuildRequest, BuildResult, Output, build_and_export};
 pub use paths::{rfc3339, windows_path};
 pub use platforms::{MultiOutcome, build_platforms};
 pub use rootfs::Rootfs;
-pub use settings::{BuildError, BuildOutcome, BuildSettings, NamedContext};
+pub use settings::{
+    BuildError, BuildOutcome, BuildSettings, NamedContext, NetworkMode, SecretSource,
+};

@@ -5,6 +5,7 @@
 use super::platforms::{MultiOutcome, build_platforms};
 use super::settings::{BuildError, BuildSettings};
 use crate::image::{Platform, Reference, media};
+use crate::layer::Compression;
 use crate::ops::images::{self, SaveFormat};
 use crate::ops::registry::{self as transfer, PushOptions, Pushed};
 use crate::progress::Reporter;
@@ -47,7 +48,18 @@ pub struct BuildResult {
 }
 
 impl BuildResult {
-    /// What `--metadata-file` holds.
+    /// The image ID, as Docker's is: the config digest of a single-platform image (it does not
+    /// change when its layers are compressed later), the index digest of several platforms.
+    pub fn image_id(&self) -> &str {
+        match self.built.images.as_slice() {
+            [one] => &one.config_digest,
+            _ => &self.built.digest,
+        }
+    }
+
+    /// What `--metadata-file` holds, with BuildKit's keys: `containerimage.config.digest`,
+    /// `containerimage.digest` (the manifest or index, as pushed when it was pushed),
+    /// `image.name`; per platform the same.
     pub fn metadata(&self) -> serde_json::Value {
         let out = &self.built;
         let platforms: Vec<serde_json::Value> = out
@@ -61,8 +73,13 @@ impl BuildResult {
                 })
             })
             .collect();
+        let digest = self
+            .pushed
+            .first()
+            .map(|p| p.digest.clone())
+            .unwrap_or_else(|| out.digest.clone());
         let mut meta = serde_json::json!({
-            "containerimage.digest": out.digest,
+            "containerimage.digest": digest,
             "image.name": out.tags.join(","),
             "platforms": platforms,
         });
@@ -79,7 +96,18 @@ pub fn build_and_export(
     request: &BuildRequest,
     reporter: &mut dyn Reporter,
 ) -> Result<BuildResult, BuildError> {
-    let settings = &request.settings;
+    // Compression when it is needed, in the build's one pass: a result that leaves the machine
+    // compressed (a registry, an OCI archive) is written with gzip layers; one that stays
+    // (the store, a docker archive) is kept uncompressed, as Docker keeps it, and compressed
+    // once later if it is pushed.
+    let mut resolved = request.settings.clone();
+    if !resolved.compression_explicit {
+        resolved.compression = match request.output {
+            Output::Registry | Output::Archive(SaveFormat::Oci, _) => Compression::Gzip(6),
+            Output::Store | Output::Archive(SaveFormat::Docker, _) => Compression::None,
+        };
+    }
+    let settings = &resolved;
     if request.output == Output::Registry && settings.tags.is_empty() {
         return Err(BuildError::Step {
             location: "--push".into(),

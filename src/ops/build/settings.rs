@@ -25,8 +25,11 @@ pub struct BuildSettings {
     pub target: Option<String>,
     /// `--platform` (one).
     pub platform: Option<Platform>,
-    /// Layer compression.
+    /// The compression new layers are written with.
     pub compression: Compression,
+    /// `--compression` was given: a layer the cache holds in another compression is converted
+    /// (once, remembered). Otherwise (`auto`) any form of a cached layer is used as it is.
+    pub compression_explicit: bool,
     /// `SOURCE_DATE_EPOCH`: clamps file times and sets the config and history times.
     pub source_date_epoch: Option<i64>,
     /// `--label K=V`.
@@ -44,6 +47,51 @@ pub struct BuildSettings {
     pub cache_to: Option<String>,
     /// `mode=max`: export every step's layer, not only those in the final image.
     pub cache_max: bool,
+    /// `--oci-runtime NAME|PATH` for RUN on Linux stages (`None`: the first of crun and runc
+    /// that works here).
+    pub oci_runtime: Option<String>,
+    /// `--network`: what `RUN --network=default` means for this build.
+    pub network: NetworkMode,
+    /// `--secret id=ID,src=FILE|env=VAR`: where each secret's value is read from when a RUN
+    /// step mounts it (never before, never stored).
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh ID=SOCKET`: agent sockets `RUN --mount=type=ssh` forwards.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run.
+    pub allow_insecure: bool,
+}
+
+/// A build's network for RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The host's network (what standalone BuildKit does without CNI).
+    #[default]
+    Host,
+    /// No network: a namespace with loopback only.
+    None,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file's content.
+    File(PathBuf),
+    /// An environment variable of the build's own process.
+    Env(String),
+}
+
+impl SecretSource {
+    /// Reads the value (only when a step needs it).
+    pub fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            SecretSource::File(p) => {
+                std::fs::read(p).map_err(|e| format!("`{}`: {e}", p.display()))
+            }
+            SecretSource::Env(v) => std::env::var_os(v)
+                .map(|x| x.to_string_lossy().into_owned().into_bytes())
+                .ok_or_else(|| format!("the environment variable `{v}` is not set")),
+        }
+    }
 }
 
 /// A `--build-context` value.

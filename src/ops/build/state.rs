@@ -5,7 +5,7 @@ use super::cache::BuildCache;
 use super::settings::BuildSettings;
 use super::view::StageView;
 use crate::image::{Descriptor, ImageConfig};
-use crate::layer::{Format, LayerOptions, LayerWriter};
+use crate::layer::{Compression, Format, LayerOptions, LayerWriter};
 use crate::progress::Reporter;
 use crate::store::Store;
 
@@ -18,6 +18,10 @@ pub(super) struct StageState {
     /// What the stage's layers hold by path, and how many layers it has applied; made when
     /// a step first asks.
     pub(super) view: Option<(StageView, usize)>,
+    /// The environment a RUN step gets: the image's ENV, then ENV and ARG values in order.
+    pub(super) run_env: Vec<(String, String)>,
+    /// The stage's ARGs in order, with their values (BuildKit lists them in RUN's history).
+    pub(super) build_args: Vec<(String, Option<String>)>,
 }
 
 impl StageState {
@@ -40,6 +44,23 @@ impl StageState {
         self.view.as_ref().map(|(v, _)| v)
     }
 
+    /// Sets `key` in the RUN environment (in place when it is there; case-insensitively on
+    /// Windows stages).
+    pub(super) fn set_run_env(&mut self, key: &str, value: &str) {
+        let windows = self.windows();
+        let same = |k: &str| {
+            if windows {
+                k.eq_ignore_ascii_case(key)
+            } else {
+                k == key
+            }
+        };
+        match self.run_env.iter_mut().find(|(k, _)| same(k)) {
+            Some(e) => e.1 = value.to_string(),
+            None => self.run_env.push((key.to_string(), value.to_string())),
+        }
+    }
+
     pub(super) fn windows(&self) -> bool {
         self.config.os == "windows"
     }
@@ -58,12 +79,32 @@ pub(super) fn add_layer(
     ) -> std::io::Result<()>,
 ) -> Result<bool, String> {
     if let Some((layer, diff_id)) = ctx.cache.lookup(ctx.store, key) {
+        let layer = in_compression(ctx, layer, &diff_id)?;
         state.layers.push(layer);
         state.config.rootfs.diff_ids.push(diff_id);
         return Ok(true);
     }
+    let (layer, diff_id) = write_layer(ctx, state.windows(), windows_owner, fill)?;
+    ctx.cache.record(ctx.store, key, &layer, &diff_id);
+    state.layers.push(layer);
+    state.config.rootfs.diff_ids.push(diff_id);
+    Ok(false)
+}
+
+/// Writes a layer of the stage's format through `fill` into the store, in the build's
+/// compression, hashing as it streams. Returns the layer and its diff_id (not recorded in
+/// the cache, not added to a stage).
+pub(super) fn write_layer(
+    ctx: &mut Ctx<'_>,
+    windows: bool,
+    windows_owner: Option<String>,
+    fill: impl FnOnce(
+        &mut LayerWriter<&mut crate::store::BlobWriter<'_>>,
+        &mut dyn Reporter,
+    ) -> std::io::Result<()>,
+) -> Result<(Descriptor, String), String> {
     let opts = LayerOptions {
-        format: if state.windows() {
+        format: if windows {
             Format::Windows
         } else {
             Format::Linux
@@ -80,11 +121,32 @@ pub(super) fn add_layer(
     let digest = blob
         .commit(Some(&d.digest), Some(d.size))
         .map_err(|e| e.to_string())?;
-    let layer = Descriptor::new(d.media_type, &digest, d.size);
-    ctx.cache.record(ctx.store, key, &layer, &d.diff_id);
-    state.layers.push(layer);
-    state.config.rootfs.diff_ids.push(d.diff_id);
-    Ok(false)
+    ctx.store.remember_layer_size(&d.diff_id, d.tar_size);
+    Ok((Descriptor::new(d.media_type, &digest, d.size), d.diff_id))
+}
+
+/// A cached layer in the compression the build asked for: as it is unless `--compression`
+/// was given and it is in another one, or the result leaves the machine compressed and it is
+/// uncompressed; then the other form, made once from the layer's uncompressed tar and
+/// remembered by diff_id.
+pub(super) fn in_compression(
+    ctx: &Ctx<'_>,
+    layer: Descriptor,
+    diff_id: &str,
+) -> Result<Descriptor, String> {
+    let wanted = ctx.settings.compression;
+    if layer.media_type == wanted.media_type() {
+        return Ok(layer);
+    }
+    // `auto` takes any form, but a result that leaves the machine compressed (a push, an OCI
+    // archive) gets an uncompressed cached layer compressed.
+    let uncompressed = layer.media_type == crate::image::media::OCI_LAYER;
+    let must_convert =
+        ctx.settings.compression_explicit || (uncompressed && wanted != Compression::None);
+    if !must_convert {
+        return Ok(layer);
+    }
+    crate::ops::images::layer_in(ctx.store, &layer, diff_id, wanted).map_err(|e| e.to_string())
 }
 
 /// What the steps of one build share.
@@ -95,4 +157,6 @@ pub(super) struct Ctx<'a> {
     pub(super) reporter: &'a mut dyn Reporter,
     /// The stage being built (for progress events).
     pub(super) stage: usize,
+    /// The runtime Linux RUN steps use, chosen when the first one runs.
+    pub(super) runtime: Option<std::sync::Arc<dyn crate::runtime::Runtime>>,
 }
