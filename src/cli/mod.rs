@@ -358,7 +358,6 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
     }
 }
 
-
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {

@@ -983,15 +983,26 @@ impl Checker<'_> {
                 let _ = fs::remove_dir(&path);
             }
         }
-        // Context stat caches: file → size, mtime, inode, sha256.
-        self.record(&cache.join("stat"), "stat cache", |_, _, bytes| {
-            let v: BTreeMap<String, serde_json::Value> =
-                serde_json::from_slice(bytes).map_err(|e| format!("does not parse: {e}"))?;
-            for (file, e) in &v {
-                let sha = e["sha256"].as_str().unwrap_or_default();
-                if sha.len() != 64 || !e["size"].is_u64() {
-                    return Err(format!("has a bad entry for `{file}`"));
-                }
+        // Context stat caches (the build's): `<key>.bin`, a format marker then fixed-size
+        // records (v2: 72 bytes each: path key, size, mtime, inode, sha256); older `.json`
+        // ones are a JSON object. A marker of another version is the build's to ignore.
+        self.record(&cache.join("stat"), "stat cache", |_, name, bytes| {
+            const V2: &[u8] = b"wcbuild-stat-v2\n";
+            if name.ends_with(".json") {
+                serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(bytes)
+                    .map_err(|e| format!("does not parse: {e}"))?;
+                return Ok(());
+            }
+            if !name.ends_with(".bin") || !bytes.starts_with(b"wcbuild-stat-v") {
+                return Err("is not a stat cache".into());
+            }
+            if let Some(rest) = bytes.strip_prefix(V2)
+                && rest.len() % 72 != 0
+            {
+                return Err(format!(
+                    "is cut short ({} bytes of records, not a multiple of 72)",
+                    rest.len()
+                ));
             }
             Ok(())
         });
