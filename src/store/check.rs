@@ -118,11 +118,14 @@ struct Checker<'a> {
     walked: HashMap<String, Option<String>>,
 }
 
+/// A path relative to the store root, `/`-separated on every host (reports read the same).
 fn rel(store: &Store, path: &Path) -> String {
     path.strip_prefix(store.root())
         .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Removes a file, or a directory with everything in it (unmounting what is mounted below it
