@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Variables that change what the tests mean: blessing rewrites golden files, a fuzz iteration
+# count or an epoch from the caller's shell changes what is checked, a caller's Docker config
+# would lend its credentials to the registry tests, a stall window changes the registry
+# client's timeouts.
+unset WCBUILD_BLESS WCBUILD_FUZZ_ITERATIONS SOURCE_DATE_EPOCH DOCKER_CONFIG WCBUILD_REGISTRY_STALL_SECS
+
 # Debian packages the checks and tests use:
 # - gcc-mingw-w64-x86-64-posix: C compiler for -sys crates when type-checking the Windows target
 # - skopeo, umoci: real OCI tools that must read the store and our archives
@@ -58,6 +64,8 @@ WCBUILD_WINEPREFIX="$wine_prefix" CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PW
     --test compat --test dedup --test dockerfile --test images --test store --test windows_host
 echo "==> Windows tests under Wine took $((SECONDS - wine_started))s"
 
+# The fuzz corpus (fuzz/corpus/<target>/) is replayed by tests/fuzz_replay.rs, a plain test
+# on stable Rust; `cargo +nightly fuzz run <target>` in fuzz/ fuzzes further.
 echo "==> tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests; run them first so the summary below is the last word

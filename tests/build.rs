@@ -41,6 +41,26 @@ fn inspect(root: &Path, name: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// The tar headers of layer `i` of an image, in order.
+fn layer_headers(
+    root: &Path,
+    image: &serde_json::Value,
+    i: usize,
+) -> Vec<wcbuild::layer::tar::Header> {
+    let d = image["manifest"]["layers"][i]["digest"].as_str().unwrap();
+    let blob = fs::File::open(
+        root.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let mut tar = wcbuild::layer::tar_reader(blob, Default::default()).unwrap();
+    let mut out = Vec::new();
+    while let Some(e) = tar.next_entry().unwrap() {
+        out.push(e.header);
+    }
+    out
+}
+
 /// Extracts layer `i` of an image into a fresh directory.
 fn layer_tree(root: &Path, image: &serde_json::Value, i: usize) -> PathBuf {
     let d = image["manifest"]["layers"][i]["digest"].as_str().unwrap();
@@ -234,7 +254,26 @@ fn linux_from_scratch_with_copy_semantics() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let run = fs::metadata(t.join("app/bin/run")).unwrap();
     assert_eq!(run.permissions().mode() & 0o777, 0o755);
-    let _ = run.uid(); // owners are restored only when extracting as root
+    // The owner as the layer records it (whoever extracts it), and as extracted by root.
+    let headers = layer_headers(&root, &v, 1);
+    let h = headers
+        .iter()
+        .find(|h| h.path.trim_end_matches('/') == "app/bin/run")
+        .expect("app/bin/run in the layer");
+    assert_eq!((h.uid, h.gid), (1000, 1000), "--chown=1000:1000");
+    let dir = headers
+        .iter()
+        .find(|h| h.path.trim_end_matches('/') == "app/bin")
+        .expect("app/bin in the layer");
+    assert_eq!(
+        (dir.uid, dir.gid),
+        (1000, 1000),
+        "--chown applies to the copied directory"
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!((run.uid(), run.gid()), (1000, 1000));
+    }
     let t = layer_tree(&root, &v, 2);
     assert!(t.join("app/docs/a.txt").is_file() && t.join("app/docs/b.txt").is_file());
     assert!(
@@ -253,30 +292,121 @@ fn linux_from_scratch_with_copy_semantics() {
 
 #[test]
 fn builds_are_reproducible_with_source_date_epoch() {
-    let digest = |touch: bool| {
+    // The same context built in two stores, file times changed in between, the epoch given
+    // once by the environment and once by `--source-date-epoch`: the same digest, and the
+    // epoch is the image's creation time and no file is newer.
+    let build = |touch: bool, flag: bool| {
         let root = tempdir("repro");
         let ctx = context(&[
             ("Dockerfile", "FROM scratch\nCOPY . /src/\nENV X=1\n"),
             ("a.txt", "same"),
             ("d/b.txt", "same"),
         ]);
-        if touch {
-            let f = fs::File::options()
+        let when = if touch {
+            std::time::SystemTime::now() - std::time::Duration::from_secs(86_400)
+        } else {
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3_600)
+        };
+        for f in ["a.txt", "d/b.txt"] {
+            fs::File::options()
                 .write(true)
-                .open(ctx.join("a.txt"))
-                .unwrap();
-            f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400))
+                .open(ctx.join(f))
+                .unwrap()
+                .set_modified(when)
                 .unwrap();
         }
-        let (code, out, err) = wcbuild(
+        let (code, out, err) = if flag {
+            wcbuild(
+                &root,
+                &[
+                    "build",
+                    "-q",
+                    "--source-date-epoch",
+                    "1700000000",
+                    "-t",
+                    "repro:1",
+                    ctx.to_str().unwrap(),
+                ],
+                &[],
+            )
+        } else {
+            wcbuild(
+                &root,
+                &["build", "-q", "-t", "repro:1", ctx.to_str().unwrap()],
+                &[("SOURCE_DATE_EPOCH", "1700000000")],
+            )
+        };
+        assert_eq!(code, 0, "{err}");
+        (root, out.trim().to_string())
+    };
+    let (root, first) = build(false, false);
+    let (_, second) = build(true, true);
+    assert_eq!(first, second);
+    let v = inspect(&root, "repro:1");
+    assert_eq!(v["config"]["created"], "2023-11-14T22:13:20Z");
+    for h in v["config"]["history"].as_array().unwrap() {
+        assert_eq!(h["created"], "2023-11-14T22:13:20Z", "{h}");
+    }
+    for h in layer_headers(&root, &v, 0) {
+        assert!(
+            h.mtime <= 1_700_000_000,
+            "`{}` has mtime {}",
+            h.path,
+            h.mtime
+        );
+    }
+    // Without an epoch the creation time is now, so the digest differs.
+    let other = tempdir("repro-now");
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY . /src/\nENV X=1\n"),
+        ("a.txt", "same"),
+        ("d/b.txt", "same"),
+    ]);
+    let (code, out, err) = wcbuild(&other, &["build", "-q", ctx.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(out.trim(), first);
+}
+
+/// The Nano Server example rebuilt in a second store, with the same epoch: the same image
+/// digest, manifest and config bytes.
+#[test]
+fn a_windows_image_rebuilt_in_another_store_is_the_same() {
+    let example = repo().join("examples/hello-nanoserver");
+    let build = || {
+        let root = tempdir("repro-win");
+        let (code, _, err) = wcbuild(
             &root,
-            &["build", "-q", ctx.to_str().unwrap()],
-            &[("SOURCE_DATE_EPOCH", "1700000000")],
+            &[
+                "load",
+                "-i",
+                repo().join("fixtures/nanoserver.tar").to_str().unwrap(),
+            ],
+            &[],
         );
         assert_eq!(code, 0, "{err}");
-        out.trim().to_string()
+        let (code, out, err) = wcbuild(
+            &root,
+            &[
+                "build",
+                "-q",
+                "--source-date-epoch",
+                "1700000000",
+                "-t",
+                "hello:1.0",
+                example.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        (root, out.trim().to_string())
     };
-    assert_eq!(digest(false), digest(true));
+    let (a, da) = build();
+    let (b, db) = build();
+    assert_eq!(da, db);
+    let (va, vb) = (inspect(&a, "hello:1.0"), inspect(&b, "hello:1.0"));
+    assert_eq!(va["config"]["os"], "windows");
+    assert_eq!(va["config"]["created"], "2023-11-14T22:13:20Z");
+    assert_eq!(va, vb);
 }
 
 #[test]
@@ -1515,6 +1645,172 @@ fn lint_findings_are_printed_once_at_the_end_and_check_exits_without_building() 
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("lint violation found for rules: FromAsCasing"),
+        "{err}"
+    );
+}
+
+/// `--label`, `--iidfile`, `--metadata-file`, `--compression zstd` and `--output type=oci`
+/// do what the README says: the label in the config, the digest in both files, zstd layers,
+/// and an OCI archive that loads into another store as the same image.
+#[test]
+fn output_options_label_iidfile_metadata_and_zstd() {
+    let root = tempdir("outputs");
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY a.txt /\n"),
+        ("a.txt", "zstd me"),
+    ]);
+    let files = tempdir("outputs-files");
+    let (iid, meta, archive) = (
+        files.join("iid"),
+        files.join("meta.json"),
+        files.join("image.tar"),
+    );
+    let (code, out, err) = wcbuild(
+        &root,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "outputs:1",
+            "--label",
+            "org.example.team=build tools",
+            "--compression",
+            "zstd",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(code, 0, "{err}");
+    // stdout and the iidfile hold the image ID (the config's digest), as docker build's do;
+    // the metadata file the manifest's digest too.
+    let id = out.trim().to_string();
+    assert!(id.starts_with("sha256:"), "{out}");
+    assert_eq!(fs::read_to_string(&iid).unwrap(), id);
+    let v = inspect(&root, "outputs:1");
+    let digest = v["digest"].as_str().unwrap().to_string();
+    assert_eq!(v["manifest"]["config"]["digest"], id.as_str());
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.digest"], digest.as_str(), "{m}");
+    assert_eq!(m["containerimage.config.digest"], id.as_str(), "{m}");
+    assert_eq!(
+        v["config"]["config"]["Labels"]["org.example.team"],
+        "build tools"
+    );
+    let layer = &v["manifest"]["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let blob = fs::read(
+        root.join("blobs/sha256")
+            .join(&layer["digest"].as_str().unwrap()[7..]),
+    )
+    .unwrap();
+    assert_eq!(&blob[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    let t = layer_tree(&root, &v, 0);
+    assert_eq!(fs::read_to_string(t.join("a.txt")).unwrap(), "zstd me");
+    // The same build written as an OCI archive instead: it loads as the same image.
+    let other = tempdir("outputs-oci");
+    let (code, out, err) = wcbuild(
+        &other,
+        &[
+            "build",
+            "-q",
+            "--label",
+            "org.example.team=build tools",
+            "--compression",
+            "zstd",
+            "--output",
+            &format!("type=oci,dest={}", archive.display()),
+            ctx.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), id);
+    let list = Command::new("tar")
+        .arg("-tf")
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names.contains("oci-layout") && names.contains("index.json"),
+        "{names}"
+    );
+    let fresh = tempdir("outputs-load");
+    let (code, _, err) = wcbuild(&fresh, &["load", "-i", archive.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let index = Command::new("tar")
+        .arg("-xOf")
+        .arg(&archive)
+        .arg("index.json")
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&index.stdout).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str(), "{index}");
+    // Every blob of the image entered the other store, verified.
+    let same = fs::read(root.join("blobs/sha256").join(&digest[7..])).unwrap();
+    assert_eq!(
+        fs::read(fresh.join("blobs/sha256").join(&digest[7..])).unwrap(),
+        same
+    );
+    let (code, _, err) = wcbuild(&fresh, &["check"], &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// ADD unpacks a zstd-compressed tar (detected by content, whatever its name) and refuses
+/// an xz one with a message that names it.
+#[test]
+fn add_unpacks_zstd_tars_and_refuses_xz() {
+    let root = tempdir("add-zstd");
+    let ctx = tempdir("add-zstd-ctx");
+    let mut tar = wcbuild::ops::archive::TarWriter::new(Vec::new());
+    tar.bytes("inner/hello.txt", b"from a zstd tar").unwrap();
+    let tar = tar.finish().unwrap();
+    fs::write(
+        ctx.join("bundle.bin"),
+        zstd::encode_all(&tar[..], 3).unwrap(),
+    )
+    .unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nADD bundle.bin /opt/\n",
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-q", "-t", "zst:1", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = inspect(&root, "zst:1");
+    let t = layer_tree(&root, &v, 0);
+    assert_eq!(
+        fs::read_to_string(t.join("opt/inner/hello.txt")).unwrap(),
+        "from a zstd tar"
+    );
+    assert!(!t.join("opt/bundle.bin").exists(), "unpacked, not copied");
+    // xz: the magic bytes are enough to be refused.
+    fs::write(
+        ctx.join("bundle.bin"),
+        [
+            0xfd, b'7', b'z', b'X', b'Z', 0, 0, 4, 0xe6, 0xd6, 0xb4, 0x46,
+        ],
+    )
+    .unwrap();
+    let (code, _, err) = wcbuild(
+        &root,
+        &["build", "-q", "-t", "xz:1", ctx.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("ADD `bundle.bin`: xz archives are not unpacked by this version of wcbuild"),
         "{err}"
     );
 }

@@ -28,14 +28,30 @@ fn cases(sub: &str) -> Vec<PathBuf> {
     v
 }
 
+/// `WCBUILD_BLESS=1` (and only `1`) rewrites the golden files.
 fn bless() -> bool {
-    std::env::var_os("WCBUILD_BLESS").is_some()
+    std::env::var("WCBUILD_BLESS").as_deref() == Ok("1")
 }
 
 /// Compares `actual` with the golden file, or writes it when blessing. Returns a failure
 /// description instead of panicking so that one run reports every mismatch.
 fn golden(path: &Path, actual: &str) -> Option<String> {
+    golden_of(path, actual, false)
+}
+
+/// [`golden`] for an output that is an error where the case expects none (`error`): blessing
+/// never pins such an error as a new golden; it may only rewrite a golden that already was
+/// an error.
+fn golden_of(path: &Path, actual: &str, error: bool) -> Option<String> {
     if bless() {
+        let was_error = std::fs::read_to_string(path)
+            .is_ok_and(|g| g.starts_with("error") || g.contains("error:"));
+        if error && !was_error {
+            return Some(format!(
+                "{}: not blessed: the case now fails, and an error is never pinned as a new golden:\n{actual}",
+                path.display()
+            ));
+        }
         std::fs::write(path, actual).unwrap();
         return None;
     }
@@ -168,7 +184,8 @@ fn corpus_checks_clean_or_as_pinned() {
             );
         }
         if pinned.exists() || report.errors() > 0 {
-            failures.extend(golden(&pinned, &text));
+            let new_error = !pinned.exists() && report.errors() > 0;
+            failures.extend(golden_of(&pinned, &text, new_error));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -237,14 +254,15 @@ fn expansion_cases_match_golden() {
             path: None,
             bytes: std::fs::read(dir.join("Dockerfile")).unwrap(),
         };
-        let actual = match expand(&src, &opts) {
-            Err(e) => format!("error: {e}\n"),
-            Ok((df, Some(plan), _)) => {
-                serde_json::to_string_pretty(&expand_json(&df, &plan)).unwrap() + "\n"
-            }
-            Ok((_, None, diags)) => diags.iter().map(|d| format!("{d}\n")).collect(),
+        let (actual, error) = match expand(&src, &opts) {
+            Err(e) => (format!("error: {e}\n"), true),
+            Ok((df, Some(plan), _)) => (
+                serde_json::to_string_pretty(&expand_json(&df, &plan)).unwrap() + "\n",
+                false,
+            ),
+            Ok((_, None, diags)) => (diags.iter().map(|d| format!("{d}\n")).collect(), true),
         };
-        failures.extend(golden(&dir.join("expand.json"), &actual));
+        failures.extend(golden_of(&dir.join("expand.json"), &actual, error));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -485,9 +503,10 @@ fn cli_expand_applies_build_args_and_platform() {
 
 #[test]
 fn cli_commands_not_built_exit_2_and_say_so() {
+    // `check` is built: an argument it does not take is a usage error, not "not built".
     let (code, _, err) = wcbuild(&["check", "app:1.0"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("`wcbuild check` is not built yet"), "{err}");
+    assert!(!err.contains("not built yet"), "{err}");
 }
 
 #[test]

@@ -200,8 +200,36 @@ fn save_and_load_round_trip_in_both_formats() {
         .unwrap();
     assert!(st.success());
     let fresh = tempdir("load-dir");
-    let (code, _, err) = wcbuild(&fresh, &["load", "-i", dir.to_str().unwrap()]);
+    let (code, out, err) = wcbuild(&fresh, &["load", "-i", dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("docker.io/library/app:1.0"), "{out}");
+    // The same image: digest, manifest and config, every blob verified, the layer's file.
+    let (_, a, _) = wcbuild(&root, &["inspect", "app:1.0"]);
+    let (_, b, _) = wcbuild(&fresh, &["inspect", "app:1.0"]);
+    let a: serde_json::Value = serde_json::from_str(&a).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(b["digest"], digest.as_str());
+    assert_eq!(a, b);
+    let (code, _, err) = wcbuild(&fresh, &["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("checked 3 blob(s)"), "{err}");
+    let layer = b["manifest"]["layers"][0]["digest"].as_str().unwrap();
+    let out = tempdir("layout-dir-layer").join("root");
+    let blob = fresh.join("blobs/sha256").join(&layer[7..]);
+    let (code, _, err) = wcbuild(
+        &fresh,
+        &[
+            "layer",
+            "extract",
+            blob.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("hello.txt")).unwrap(),
+        "round trip"
+    );
 }
 
 #[test]
@@ -219,10 +247,27 @@ fn load_refuses_tampered_archives_and_keeps_nothing_partial() {
     bytes[3 * 512 + 20] ^= 0xff;
     let bad = root.join("bad.tar");
     std::fs::write(&bad, &bytes).unwrap();
+    // The blob flipped: its name and size from its header, the hash of what it now holds.
+    let header = &bytes[2 * 512..3 * 512];
+    let name = String::from_utf8_lossy(&header[..100])
+        .trim_end_matches('\0')
+        .to_string();
+    let hex = name.strip_prefix("blobs/sha256/").expect("a blob entry");
+    let size = usize::from_str_radix(
+        String::from_utf8_lossy(&header[124..135]).trim_matches(|c| c == '\0' || c == ' '),
+        8,
+    )
+    .unwrap();
+    let tampered = wcbuild::store::sha256_digest(&bytes[3 * 512..3 * 512 + size]);
     let fresh = tempdir("tamper-load");
     let (code, _, err) = wcbuild(&fresh, &["load", "-i", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
-    assert!(err.contains("digest mismatch"), "{err}");
+    let want = format!(
+        "digest mismatch: expected `sha256:{hex}`, the bytes hash to `{tampered}` ({size} bytes); nothing was stored"
+    );
+    assert!(err.contains(&want), "expected `{want}` in: {err}");
+    let (code, _, err) = wcbuild(&fresh, &["check"]);
+    assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_dir(fresh.join("ingest")).unwrap().count(), 0);
     let (_, out, _) = wcbuild(&fresh, &["images", "--json"]);
     assert_eq!(out.trim(), "[]");
@@ -272,6 +317,30 @@ fn skopeo_and_umoci_read_the_store() {
     );
     let raw: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(raw["schemaVersion"], 2);
+    assert_eq!(wcbuild::store::sha256_digest(&out.stdout), digest);
+    // skopeo's own reading of the config and layers.
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:docker.io/library/app:1.0", root.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Os"], "linux");
+    assert_eq!(info["Architecture"], "amd64");
+    assert_eq!(
+        info["Layers"],
+        raw["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].clone())
+            .collect::<serde_json::Value>()
+    );
     let copy_dir = tempdir("skopeo-dir");
     let out = Command::new("skopeo")
         .args(["copy", "--quiet"])
@@ -290,6 +359,15 @@ fn skopeo_and_umoci_read_the_store() {
         digest,
         "skopeo copied the exact manifest bytes"
     );
+    // And every blob byte for byte: the config and the layer, as the store has them.
+    for d in std::iter::once(&raw["config"]).chain(raw["layers"].as_array().unwrap()) {
+        let hex = &d["digest"].as_str().unwrap()[7..];
+        assert_eq!(
+            std::fs::read(copy_dir.join(hex)).unwrap(),
+            std::fs::read(root.join("blobs/sha256").join(hex)).unwrap(),
+            "skopeo copied `{hex}` differently"
+        );
+    }
     // umoci unpacks the image into a runtime bundle.
     let bundle = tempdir("umoci").join("bundle");
     let out = Command::new("umoci")

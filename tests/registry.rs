@@ -580,6 +580,15 @@ fn htpasswd_and_tls_with_a_private_ca() {
         stderr.contains("Login Succeeded") && !stderr.contains("s3cret"),
         "{stderr}"
     );
+    // Stored as Docker stores them, readable by the owner only.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(cfg.join("config.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "config.json is {:o}", mode & 0o777);
+    }
     let good = ClientOptions {
         config_dir: cfg.clone(),
         ..o.clone()
@@ -741,6 +750,27 @@ fn token_auth_push_pull_and_mount_between_repositories() {
         ))
         .unwrap();
     assert_eq!(first.uploaded, 2);
+    // Within its lifetime a token is reused: the same push again (nothing to upload) asks
+    // the token server for nothing.
+    let asked = tokens.requests().len();
+    assert!(asked >= 1);
+    let again = rt
+        .block_on(push(
+            &store,
+            &client,
+            &src,
+            Some(&format!("{host}/wcb/a:1")),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(again.uploaded, 0);
+    assert_eq!(
+        tokens.requests().len(),
+        asked,
+        "a token still valid was asked for again: {:?}",
+        tokens.requests()
+    );
     // Into another repository: both blobs are mounted, with a token for both scopes.
     let mut events = Vec::new();
     let second = rt
@@ -807,6 +837,34 @@ fn token_auth_push_pull_and_mount_between_repositories() {
             .iter()
             .any(|r| r["grant"] == "refresh_token")
     );
+    // The same from `config.json`: an `identitytoken` is sent as an OAuth2 refresh token.
+    let cfg = tempdir("identitytoken");
+    std::fs::write(
+        cfg.join("config.json"),
+        format!("{{\"auths\":{{\"{host}\":{{\"identitytoken\":\"refresh-s3cret\"}}}}}}"),
+    )
+    .unwrap();
+    let before = tokens.requests().len();
+    rt.block_on(push(
+        &store,
+        &Client::new(ClientOptions {
+            config_dir: cfg,
+            ..opts()
+        }),
+        &format!("{NANO}:ltsc2019"),
+        Some(&format!("{host}/wcb/d:1")),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let grants: Vec<_> = tokens.requests()[before..]
+        .iter()
+        .map(|r| r["grant"].clone())
+        .collect();
+    assert!(
+        !grants.is_empty() && grants.iter().all(|g| g == "refresh_token"),
+        "{grants:?}"
+    );
 }
 
 #[test]
@@ -842,13 +900,23 @@ fn token_expiring_mid_push_is_renewed() {
         ))
         .unwrap();
     assert_eq!(pushed.uploaded, 2);
-    assert!(tokens.requests().len() > before, "no token was renewed");
+    // Renewed after the registry refused the cached token: about once per request that was
+    // in flight with the old one (the two blob uploads run at once; a renewed token lives 3 s
+    // too, so a slow machine may renew again), never once per request as without a cache.
+    let renewed = tokens.requests().len() - before;
+    assert!(
+        (1..=4).contains(&renewed),
+        "{renewed} renewals: {:?}",
+        &tokens.requests()[before..]
+    );
 }
 
 // ---- A fault-injecting proxy ----
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fault {
+    /// Forward everything as it is (the proxy only logs).
+    None,
     /// Flip one byte of blob bodies.
     CorruptBlob,
     /// Cut the first large blob body off half way (once).
@@ -873,6 +941,8 @@ enum Fault {
 struct Proxy {
     port: u16,
     seen: Arc<Mutex<Vec<String>>>,
+    /// Blob GETs as the proxy saw them: when, the path, and 429 when it answered that.
+    timeline: Arc<Mutex<Vec<(Instant, String, u16)>>>,
     /// The most large (over 1 MB) blob bodies streamed at once (slow mode).
     max_active: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
@@ -908,6 +978,8 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
         .build()
         .unwrap();
     let seen2 = seen.clone();
+    let timeline = Arc::new(Mutex::new(Vec::new()));
+    let timeline2 = timeline.clone();
     let active = Arc::new(AtomicUsize::new(0));
     let max_active = Arc::new(AtomicUsize::new(0));
     let (active2, max2) = (active.clone(), max_active.clone());
@@ -918,11 +990,13 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
             };
             let (http, seen, count) = (http.clone(), seen2.clone(), count.clone());
             let (active, max_active) = (active2.clone(), max2.clone());
+            let timeline = timeline2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let (http, seen, count) = (http.clone(), seen.clone(), count.clone());
                         let (active, max_active) = (active.clone(), max_active.clone());
+                        let timeline = timeline.clone();
                         async move {
                             let full = |status: u16, hdrs: Vec<(String, String)>, b: Vec<u8>| {
                                 let mut r = hyper::Response::builder().status(status);
@@ -958,10 +1032,17 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                 path,
                                 range.clone().unwrap_or_default()
                             ));
-                            if is_blob
+                            let too_many = is_blob
                                 && fault == Fault::TooMany
-                                && count.fetch_add(1, Ordering::SeqCst) < 2
-                            {
+                                && count.fetch_add(1, Ordering::SeqCst) < 2;
+                            if is_blob {
+                                timeline.lock().unwrap().push((
+                                    Instant::now(),
+                                    path.clone(),
+                                    if too_many { 429 } else { 0 },
+                                ));
+                            }
+                            if too_many {
                                 return Ok::<hyper::Response<Body>, Infallible>(full(
                                     429,
                                     vec![("Retry-After".into(), "1".into())],
@@ -1109,6 +1190,7 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
     Proxy {
         port,
         seen,
+        timeline,
         max_active,
         _rt: rt,
     }
@@ -1191,13 +1273,24 @@ fn a_dropped_download_resumes_with_range() {
 
 #[test]
 fn too_many_requests_waits_for_retry_after() {
-    let t = Instant::now();
-    let (res, _dir, _p, md, _r) = pull_through(Fault::TooMany);
+    let (res, _dir, proxy, md, _r) = pull_through(Fault::TooMany);
     assert_eq!(res.unwrap().digest, md);
-    assert!(
-        t.elapsed() >= Duration::from_secs(1),
-        "Retry-After was not honoured"
-    );
+    // Measured at the proxy: each blob answered 429 (Retry-After: 1) is asked for again no
+    // sooner than a second later (and not much later either).
+    let timeline = proxy.timeline.lock().unwrap().clone();
+    let refused: Vec<_> = timeline.iter().filter(|(_, _, s)| *s == 429).collect();
+    assert_eq!(refused.len(), 2, "{timeline:?}");
+    for (at, path, _) in refused {
+        let retry = timeline
+            .iter()
+            .find(|(t, p, _)| p == path && t > at)
+            .unwrap_or_else(|| panic!("`{path}` was not asked for again: {timeline:?}"));
+        let waited = retry.0 - *at;
+        assert!(
+            waited >= Duration::from_millis(1000) && waited < Duration::from_secs(4),
+            "`{path}` was asked for again {waited:?} after its 429 (Retry-After: 1)"
+        );
+    }
 }
 
 #[test]
@@ -1364,11 +1457,16 @@ fn cli_pull_and_push_print_digests() {
     let reg = Registry::start("");
     let (_store, dir) = fixture_store();
     let host = reg.host();
+    // A Docker config of the test's own: the machine's credentials never take part.
+    let config = tempdir("cli-docker-config");
     let run = |root: &Path, args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
             .arg("--root")
             .arg(root)
-            .args(args)
+            .args(&args[..1])
+            .arg("--config")
+            .arg(&config)
+            .args(&args[1..])
             .output()
             .unwrap();
         (
@@ -1437,8 +1535,9 @@ fn build_pulls_its_base_and_pushes_the_result() {
     let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
         .arg("--root")
         .arg(&root)
+        .args(["build", "--config"])
+        .arg(tempdir("build-docker-config"))
         .args([
-            "build",
             "--platform",
             "windows/amd64:ltsc2022",
             "--push",
@@ -1515,6 +1614,8 @@ fn build_cli(root: &Path, ctx: &Path, args: &[&str]) -> (bool, String, String) {
         .arg("--root")
         .arg(root)
         .arg("build")
+        .arg("--config")
+        .arg(tempdir("build-docker-config"))
         .args(args)
         .arg(ctx)
         .env("SOURCE_DATE_EPOCH", "1700000000")
@@ -1760,6 +1861,64 @@ fn foreign_layers_are_skipped_on_push_and_fetched_from_their_urls() {
         .unwrap_err();
     assert!(err.to_string().contains(&tls.host()), "{err}");
     assert!(!blob_names(&f2_dir).contains(&sha256_hex(&layer)) && ingest_is_empty(&f2_dir));
+    // A URL over plain http is refused, though the blob is there to fetch.
+    let plain_layer: Vec<u8> = (0..90_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    image_with_layer(
+        &store,
+        "local/plain-origin:1",
+        &plain_layer,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &[],
+    );
+    rt.block_on(push(
+        &store,
+        &Client::new(o.clone()),
+        "local/plain-origin:1",
+        Some(&format!("{}/wcb/plain-origin:1", reg.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let plain_digest = format!("sha256:{}", sha256_hex(&plain_layer));
+    let plain_url = format!(
+        "http://{}/v2/wcb/plain-origin/blobs/{plain_digest}",
+        reg.host()
+    );
+    image_with_layer(
+        &store,
+        "local/plain-foreign:1",
+        &plain_layer,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        std::slice::from_ref(&plain_url),
+    );
+    let plain_dest = format!("{}/wcb/plain-foreign:1", reg.host());
+    rt.block_on(push(
+        &store,
+        &Client::new(o.clone()),
+        "local/plain-foreign:1",
+        Some(&plain_dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let (f3, f3_dir) = empty_store();
+    let err = rt
+        .block_on(pull(
+            &f3,
+            &Client::new(o.clone()),
+            &plain_dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "foreign layer {} (none of its urls is https) not found",
+            &plain_digest[7..19]
+        )),
+        "{err}"
+    );
+    assert!(!blob_names(&f3_dir).contains(&sha256_hex(&plain_layer)) && ingest_is_empty(&f3_dir));
     // --include-foreign uploads it.
     let pushed = rt
         .block_on(push(
@@ -1845,6 +2004,29 @@ fn credentials_from_a_docker_credential_helper() {
     assert!(
         out.status.success(),
         "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(work.join("helper.log")).unwrap();
+    assert!(log.contains(&format!("get {}", reg.host())), "{log}");
+    // `credsStore` names the same helper for every registry.
+    std::fs::remove_file(work.join("helper.log")).unwrap();
+    std::fs::write(cfg.join("config.json"), "{\"credsStore\":\"wcbtest\"}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "push",
+            &format!("{NANO}:ltsc2019"),
+            &format!("{}/wcb/h:3", reg.host()),
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "credsStore: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let log = std::fs::read_to_string(work.join("helper.log")).unwrap();
@@ -2183,6 +2365,13 @@ fn uncompressed_layers_leave_compressed_once() {
     let s = Store::open(&root).unwrap();
     let lm: serde_json::Value = serde_json::from_slice(&s.read_blob(&local).unwrap()).unwrap();
     assert_eq!(m["config"]["digest"], lm["config"]["digest"]);
+    // The compressed-form record is the only way through: with the uncompressed layer moved
+    // away, a push that compressed it again could not even start.
+    let plain = s
+        .blob_path(lm["layers"][0]["digest"].as_str().unwrap())
+        .unwrap();
+    let aside = root.join("aside");
+    std::fs::rename(&plain, &aside).unwrap();
     let again = rt()
         .block_on(push(
             &s,
@@ -2194,6 +2383,7 @@ fn uncompressed_layers_leave_compressed_once() {
         ))
         .unwrap();
     assert_eq!((again.digest.clone(), again.uploaded), (remote, 0));
+    std::fs::rename(&aside, &plain).unwrap();
     // And a pull of it verifies.
     let (fresh, _fd) = empty_store();
     let p = rt()
@@ -2266,4 +2456,295 @@ fn copy_from_an_image_in_a_registry() {
         text.contains("copied.txt") && text.contains("hello from a registry"),
         "{text}"
     );
+}
+
+/// A pull skips the blobs the store has: the second pull of an image (its tag removed, its
+/// blobs kept) asks the registry for no blob.
+#[test]
+fn pull_skips_blobs_already_present() {
+    let (res, dir, proxy, md, _reg) = pull_through(Fault::None);
+    assert_eq!(res.unwrap().digest, md);
+    let blob_gets = |seen: &[String]| {
+        seen.iter()
+            .filter(|l| l.starts_with("GET ") && l.contains("/blobs/sha256:"))
+            .count()
+    };
+    let first = blob_gets(&proxy.seen.lock().unwrap());
+    assert_eq!(first, 2, "a layer and a config");
+    let store = Store::open(&dir).unwrap();
+    let name = format!("127.0.0.1:{}/wcb/r:1", proxy.port);
+    assert!(store.untag(&name).unwrap());
+    let again = rt()
+        .block_on(pull(
+            &store,
+            &Client::new(opts()),
+            &name,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(again.digest, md);
+    let seen = proxy.seen.lock().unwrap().clone();
+    assert_eq!(blob_gets(&seen), first, "blobs fetched again: {seen:?}");
+}
+
+/// An index is pushed entries first: every platform manifest is in the registry (by digest)
+/// before the tag is written, so no one pulling the tag finds a missing entry.
+#[test]
+fn index_entries_are_pushed_before_the_tagged_manifest() {
+    let reg = Registry::start("");
+    let (store, _d) = fixture_store();
+    let proxy = start_proxy(reg.port, Fault::None);
+    let dest = format!("127.0.0.1:{}/wcb/order:multi", proxy.port);
+    let pushed = rt()
+        .block_on(push(
+            &store,
+            &Client::new(opts()),
+            &format!("{NANO}:multi"),
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    let seen = proxy.seen.lock().unwrap().clone();
+    let puts: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("PUT ") && l.contains("/manifests/"))
+        .collect();
+    assert_eq!(puts.len(), 4, "three entries and the index: {puts:?}");
+    for p in &puts[..3] {
+        assert!(p.contains("/manifests/sha256:"), "{puts:?}");
+    }
+    assert!(
+        puts[3].contains("/manifests/multi"),
+        "the tag last: {puts:?}"
+    );
+    assert_eq!(
+        pushed.digest,
+        store
+            .lookup(&format!("{NANO}:multi"))
+            .unwrap()
+            .unwrap()
+            .digest
+    );
+}
+
+/// A registry that asks for a client certificate: with `client.cert` and `client.key` in the
+/// host's certs.d directory a push and a pull go through; without them the TLS handshake is
+/// refused, naming the registry.
+#[test]
+fn client_certificates_from_certs_d() {
+    let work = tempdir("client-cert");
+    private_ca(&work);
+    // A client certificate the same CA signed.
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=wcbuild client",
+        ],
+        &work,
+    );
+    std::fs::write(
+        work.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "client.crt",
+            "-extfile",
+            "client.cnf",
+        ],
+        &work,
+    );
+    let reg = Registry::start(&format!(
+        "  tls:\n    certificate: {}\n    key: {}\n    clientcas: [{}]",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display(),
+        work.join("ca.crt").display()
+    ));
+    let host = reg.host();
+    let with_cert = work.join("certs.d");
+    std::fs::create_dir_all(with_cert.join(&host)).unwrap();
+    std::fs::copy(work.join("ca.crt"), with_cert.join(&host).join("ca.crt")).unwrap();
+    let without = work.join("certs-no-client");
+    std::fs::create_dir_all(without.join(&host)).unwrap();
+    std::fs::copy(work.join("ca.crt"), without.join(&host).join("ca.crt")).unwrap();
+    std::fs::copy(
+        work.join("client.crt"),
+        with_cert.join(&host).join("client.cert"),
+    )
+    .unwrap();
+    std::fs::copy(
+        work.join("client.key"),
+        with_cert.join(&host).join("client.key"),
+    )
+    .unwrap();
+    let (store, _d) = empty_store();
+    random_image(&store, "local/cc:1", 50_000, 77);
+    let verified = |certs: &Path| ClientOptions {
+        certs_dir: certs.to_path_buf(),
+        loopback_insecure: false,
+        ..opts()
+    };
+    let rt = rt();
+    let dest = format!("{host}/wcb/cc:1");
+    let err = rt
+        .block_on(push(
+            &store,
+            &Client::new(verified(&without)),
+            "local/cc:1",
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains(&host), "{err}");
+    let pushed = rt
+        .block_on(push(
+            &store,
+            &Client::new(verified(&with_cert)),
+            "local/cc:1",
+            Some(&dest),
+            &PushOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pushed.uploaded, 2);
+    let (fresh, _fd) = empty_store();
+    let pulled = rt
+        .block_on(pull(
+            &fresh,
+            &Client::new(verified(&with_cert)),
+            &dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap();
+    assert_eq!(pulled.digest, pushed.digest);
+}
+
+/// A foreign layer's URL gets no credentials, even for a host wcbuild has credentials for:
+/// the URL's server (a registry that wants a password) refuses the fetch, while the same
+/// credentials open it to an ordinary pull.
+#[test]
+fn foreign_layer_urls_get_no_credentials() {
+    let work = tempdir("foreign-creds");
+    private_ca(&work);
+    let hp = Command::new("htpasswd")
+        .args(["-Bbn", "wcb", "s3cret"])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    std::fs::write(work.join("htpasswd"), &hp.stdout).unwrap();
+    let origin = Registry::start(&format!(
+        "  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: wcbuild-test, path: {}}}",
+        work.join("registry.crt").display(),
+        work.join("registry.key").display(),
+        work.join("htpasswd").display()
+    ));
+    let certs = work.join("certs.d");
+    std::fs::create_dir_all(certs.join(origin.host())).unwrap();
+    std::fs::copy(
+        work.join("ca.crt"),
+        certs.join(origin.host()).join("ca.crt"),
+    )
+    .unwrap();
+    let creds = ClientOptions {
+        certs_dir: certs.clone(),
+        credentials: Some((
+            origin.host(),
+            Credentials {
+                username: "wcb".into(),
+                secret: "s3cret".into(),
+            },
+        )),
+        ..opts()
+    };
+    let (store, _d) = empty_store();
+    let layer: Vec<u8> = (0..70_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    image_with_layer(
+        &store,
+        "local/guarded:1",
+        &layer,
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        &[],
+    );
+    let rt = rt();
+    rt.block_on(push(
+        &store,
+        &Client::new(creds.clone()),
+        "local/guarded:1",
+        Some(&format!("{}/wcb/guarded:1", origin.host())),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    let digest = format!("sha256:{}", sha256_hex(&layer));
+    let url = format!("https://{}/v2/wcb/guarded/blobs/{digest}", origin.host());
+    image_with_layer(
+        &store,
+        "local/foreign-guarded:1",
+        &layer,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        std::slice::from_ref(&url),
+    );
+    let reg = Registry::start("");
+    let dest = format!("{}/wcb/foreign-guarded:1", reg.host());
+    rt.block_on(push(
+        &store,
+        &Client::new(creds.clone()),
+        "local/foreign-guarded:1",
+        Some(&dest),
+        &PushOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    // The ordinary pull with those credentials works...
+    let (a, _ad) = empty_store();
+    rt.block_on(pull(
+        &a,
+        &Client::new(creds.clone()),
+        &format!("{}/wcb/guarded:1", origin.host()),
+        &PullOptions::default(),
+        &mut Silent,
+    ))
+    .unwrap();
+    // ...but the layer's URL, on the same host, is fetched without them: refused.
+    let (b, bd) = empty_store();
+    let err = rt
+        .block_on(pull(
+            &b,
+            &Client::new(creds),
+            &dest,
+            &PullOptions::default(),
+            &mut Silent,
+        ))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&origin.host()) && text.contains("authentication required"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(!blob_names(&bd).contains(&sha256_hex(&layer)) && ingest_is_empty(&bd));
 }

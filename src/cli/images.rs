@@ -237,7 +237,13 @@ pub fn load(global: &GlobalArgs, args: LoadArgs) -> Result<ExitCode, CliError> {
 
 pub fn prune(global: &GlobalArgs, args: PruneArgs) -> Result<ExitCode, CliError> {
     let store = open_store(global)?;
-    let report = ops::prune(store, args.cache)?;
+    let root = store.root().to_path_buf();
+    let report = ops::prune_waiting(store, args.cache, || {
+        eprintln!(
+            "waiting for the other wcbuild processes using the store `{}` to finish",
+            root.display()
+        );
+    })?;
     eprintln!(
         "removed {} blob(s) and {} stale partial file(s), {} freed",
         report.blobs_removed,

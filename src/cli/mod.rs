@@ -6,6 +6,7 @@
 //! 3 a CI gate of `wcbuild dedup` failed (the report is still written).
 
 mod build;
+mod check;
 mod compat;
 mod dedup;
 mod dockerfile;
@@ -82,8 +83,8 @@ pub enum Commands {
     Logout(registry::LogoutArgs),
     /// Remove blobs no image reaches and stale partial downloads
     Prune(images::PruneArgs),
-    /// Verify the store: every blob's digest and every reference
-    Check(Pending),
+    /// Verify the store (every blob, tag, document and cache record); --repair removes what cannot be trusted
+    Check(check::CheckArgs),
     /// Work with single layer blobs: check, extract
     #[command(subcommand)]
     Layer(layer::LayerCommand),
@@ -159,6 +160,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
+    #[cfg(unix)]
+    signals::install();
     let g = &cli.global;
     let outcome = match cli.command {
         Commands::Dockerfile(cmd) => dockerfile::run(cmd),
@@ -172,13 +175,22 @@ pub fn main() -> ExitCode {
         Commands::Dedup(a) => dedup::run(g, a),
         Commands::Compat(a) => compat::run(g, a),
         Commands::Prune(a) => images::prune(g, a),
+        Commands::Check(a) => check::run(g, a),
         Commands::Layer(cmd) => layer::run(cmd),
         Commands::Pull(a) => registry::pull(g, a),
         Commands::Push(a) => registry::push(g, a),
         Commands::Login(a) => registry::login(a),
         Commands::Logout(a) => registry::logout(a),
-        other => Err(CliError::NotBuilt(command_name(&other))),
     };
+    if let Some(code) = crate::ops::cancel::exit_code() {
+        // Stopped by a signal: whatever the command returned, it unwound because of it.
+        let sig = crate::ops::cancel::signal().unwrap_or_default();
+        eprintln!(
+            "error: stopped by {}; temporary files removed",
+            crate::ops::cancel::signal_name(sig)
+        );
+        return ExitCode::from(code);
+    }
     match outcome {
         Ok(code) => code,
         Err(CliError::NotBuilt(name)) => {
@@ -192,11 +204,120 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(CliError::Failed(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(1)
         }
         Err(CliError::Quiet) => ExitCode::SUCCESS,
     }
+}
+
+/// SIGINT, SIGTERM and SIGHUP: the handler only records the request (and wakes the watcher
+/// through a pipe); the watcher thread cancels running steps and blob writes so the command
+/// unwinds, removing its temp files, and exits 128 + the signal. If the command has not
+/// finished [`signals::GRACE`] after the signal (or a second signal comes), the watcher removes
+/// this process's leftovers in the stores it opened and exits itself: a stop never takes
+/// more than a second.
+#[cfg(unix)]
+mod signals {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// How long the command gets to unwind after a stop request.
+    pub const GRACE: Duration = Duration::from_millis(700);
+
+    static WAKE: AtomicI32 = AtomicI32::new(-1);
+
+    extern "C" fn on_signal(sig: libc::c_int) {
+        crate::ops::cancel::request(sig);
+        let fd = WAKE.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: write(2) is async-signal-safe; the byte only wakes the watcher.
+            unsafe {
+                libc::write(fd, b"x".as_ptr().cast(), 1);
+            }
+        }
+    }
+
+    pub fn install() {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe(2) fills the two descriptors it is given.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return;
+        }
+        WAKE.store(fds[1], Ordering::SeqCst);
+        let read_fd = fds[0];
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: a handler that only touches atomics and calls write(2).
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+                libc::sigemptyset(&mut sa.sa_mask);
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        let _ = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || watch(read_fd));
+    }
+
+    fn wait_byte(fd: libc::c_int, timeout: Option<Duration>) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // SAFETY: one pollfd we own.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r > 0 {
+            let mut b = [0u8; 16];
+            // SAFETY: reading into a buffer we own.
+            unsafe {
+                libc::read(fd, b.as_mut_ptr().cast(), b.len());
+            }
+            return true;
+        }
+        false
+    }
+
+    fn watch(fd: libc::c_int) {
+        while !crate::ops::cancel::requested() {
+            wait_byte(fd, None);
+        }
+        crate::ops::cancel::propagate();
+        let deadline = Instant::now() + GRACE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || (wait_byte(fd, Some(left)) && crate::ops::cancel::requests() > 1) {
+                break;
+            }
+        }
+        let sig = crate::ops::cancel::signal().unwrap_or(libc::SIGTERM);
+        crate::store::remove_own_leftovers();
+        eprintln!(
+            "error: stopped by {}; temporary files removed",
+            crate::ops::cancel::signal_name(sig)
+        );
+        std::process::exit(crate::ops::cancel::exit_code().map_or(1, i32::from));
+    }
+}
+
+/// An error and its causes, joined by `: `, leaving out a cause whose text the message
+/// before it already holds (errors that print their source as part of their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// `--build-arg K=V` values; a bare `K` takes its value from the environment (and is left
@@ -234,28 +355,6 @@ pub enum CliError {
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(e: E) -> Self {
         CliError::Failed(e.into())
-    }
-}
-
-fn command_name(c: &Commands) -> &'static str {
-    match c {
-        Commands::Build(_) => "build",
-        Commands::Pull(_) => "pull",
-        Commands::Push(_) => "push",
-        Commands::Images(_) => "images",
-        Commands::Inspect(_) => "inspect",
-        Commands::Tag(_) => "tag",
-        Commands::Rmi(_) => "rmi",
-        Commands::Save(_) => "save",
-        Commands::Load(_) => "load",
-        Commands::Dedup(_) => "dedup",
-        Commands::Compat(_) => "compat",
-        Commands::Login(_) => "login",
-        Commands::Logout(_) => "logout",
-        Commands::Prune(_) => "prune",
-        Commands::Check(_) => "check",
-        Commands::Layer(_) => "layer",
-        Commands::Dockerfile(_) => "dockerfile",
     }
 }
 

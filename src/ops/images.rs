@@ -234,6 +234,18 @@ pub fn remove(store: &Store, names: &[String]) -> Result<Vec<String>, ImageError
 /// `wcbuild prune`: removes blobs no tag reaches. Layers the build cache refers to are kept
 /// unless `drop_cache`, which removes the build cache first.
 pub fn prune(store: Store, drop_cache: bool) -> Result<PruneReport, ImageError> {
+    prune_waiting(store, drop_cache, || {})
+}
+
+/// [`prune`], calling `waiting` when another wcbuild has the store open and prune waits for
+/// it to finish (prune needs the store to itself: it never removes what a build uses).
+pub fn prune_waiting(
+    store: Store,
+    drop_cache: bool,
+    waiting: impl FnOnce(),
+) -> Result<PruneReport, ImageError> {
+    // The cache records are read (or dropped) once no build can add any.
+    let store = store.into_exclusive(waiting)?;
     let roots = if drop_cache {
         store.drop_build_cache()?;
         store.remove_cache_mounts()?;

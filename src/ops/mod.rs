@@ -5,6 +5,8 @@
 pub mod archive;
 pub mod build;
 pub mod cache;
+pub mod cancel;
+pub mod check;
 pub mod compat;
 pub mod dedup;
 pub mod dockerfile;

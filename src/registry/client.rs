@@ -676,6 +676,12 @@ impl Client {
                     cause: e,
                 });
             }
+            Err(ReadError::Slow(m)) => {
+                return Err(RegistryError::Protocol {
+                    registry: repo.registry.clone(),
+                    message: format!("{what}: {m}"),
+                });
+            }
         };
         let digest = sha256_of(&bytes);
         if reference.contains(':') && reference != digest {
@@ -886,6 +892,15 @@ impl Client {
                 Some(self.http_client(url_host, true, true)?)
             }
         };
+        // Errors name the host that answered: the URL's, for a foreign layer.
+        let who = match host {
+            Some(_) => repo.registry.clone(),
+            None => url
+                .strip_prefix("https://")
+                .and_then(|r| r.split('/').next())
+                .unwrap_or(&repo.registry)
+                .to_string(),
+        };
         // When the sink hashes what it is given (the store does), its digest is used rather
         // than hashing every byte a second time here.
         let sink_hashes = sink.digest().is_some();
@@ -911,7 +926,7 @@ impl Client {
                 }
                 (None, Some(http)) => {
                     let what = format!("{what} from {url}");
-                    self.send_plain(&repo.registry, &what, true, || ranged(http.get(url)))
+                    self.send_plain(&who, &what, true, || ranged(http.get(url)))
                         .await?
                 }
                 (None, None) => unreachable!("a client is made for every URL"),
@@ -936,13 +951,23 @@ impl Client {
                         });
                     }
                 }
-                _ => return Err(error_of(&repo.registry, &repo.name, &what, resp).await),
+                _ => return Err(error_of(&who, &repo.name, &what, resp).await),
             }
             let mut stream = resp.bytes_stream();
             let mut broken = None;
+            let mut pace = Pace::new();
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(chunk) => {
+                        if let Err(m) = pace.feed(chunk.len()) {
+                            return Err(RegistryError::Protocol {
+                                registry: repo.registry.clone(),
+                                message: format!(
+                                    "{what} (after {done} of {} bytes): {m}",
+                                    desc.size
+                                ),
+                            });
+                        }
                         if done + chunk.len() as u64 > desc.size {
                             return Err(RegistryError::SizeMismatch {
                                 what,
@@ -1483,6 +1508,59 @@ async fn with_ticks<T>(
 enum ReadError {
     TooLarge,
     Http(reqwest::Error),
+    Slow(String),
+}
+
+/// The least average rate a response body must keep up, over each [`stall_window`], before
+/// it counts as stalled: a registry that trickles bytes would otherwise keep a transfer going
+/// for hours (the read timeout restarts with every byte).
+const MIN_BYTES_PER_SEC: u64 = 1024;
+
+/// The window over which [`MIN_BYTES_PER_SEC`] is measured: 30 s, or
+/// `WCBUILD_REGISTRY_STALL_SECS`.
+fn stall_window() -> Duration {
+    static W: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *W.get_or_init(|| {
+        std::env::var("WCBUILD_REGISTRY_STALL_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&s| s > 0)
+            .map_or(Duration::from_secs(30), Duration::from_secs)
+    })
+}
+
+/// Watches the rate of a response body: [`Pace::feed`] fails when a whole window passed
+/// with fewer bytes than [`MIN_BYTES_PER_SEC`] asks.
+struct Pace {
+    since: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new() -> Pace {
+        Pace {
+            since: std::time::Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn feed(&mut self, n: usize) -> Result<(), String> {
+        self.bytes += n as u64;
+        let window = stall_window();
+        let elapsed = self.since.elapsed();
+        if elapsed >= window {
+            if self.bytes < MIN_BYTES_PER_SEC * window.as_secs().max(1) {
+                return Err(format!(
+                    "timed out: the answer came too slowly ({} bytes in {:.1} s, less than {MIN_BYTES_PER_SEC} bytes/s)",
+                    self.bytes,
+                    elapsed.as_secs_f64()
+                ));
+            }
+            self.since = std::time::Instant::now();
+            self.bytes = 0;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for ReadError {
@@ -1490,6 +1568,7 @@ impl std::fmt::Display for ReadError {
         match self {
             ReadError::TooLarge => f.write_str("response too large"),
             ReadError::Http(e) => write!(f, "{e}"),
+            ReadError::Slow(m) => f.write_str(m),
         }
     }
 }
@@ -1497,8 +1576,10 @@ impl std::fmt::Display for ReadError {
 async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
     let mut stream = resp.bytes_stream();
+    let mut pace = Pace::new();
     while let Some(item) = stream.next().await {
         let chunk = item.map_err(ReadError::Http)?;
+        pace.feed(chunk.len()).map_err(ReadError::Slow)?;
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(ReadError::TooLarge);
         }

@@ -8,12 +8,20 @@
 //!   blobs/sha256/<hex>    every blob, immutable, verified before it enters
 //!   ingest/               partial writes (temp files), removed by prune when no writer holds them
 //!   cache/                build cache records, versioned (cache/v1/steps/<key>.json: a step's layer)
-//!   tmp/                  private (0700) scratch: root file systems a build assembles
+//!   tmp/                  private (0700) scratch: root file systems a build assembles,
+//!                         named `<purpose>-<pid>-…`
 //!   unpacked/<hex>/       layers unpacked once for RUN's overlayfs (derived; prune removes them)
 //!   cache/v1/mounts/      RUN --mount=type=cache directories (prune --cache removes them)
 //!   wcbuild-store-v1      format marker
-//!   lock                  shared by every open store, exclusive for prune
+//!   lock                  shared by every open store, exclusive for prune and check
 //! ```
+//!
+//! Crash safety: a process killed at any moment leaves at most partial files in `ingest/`,
+//! scratch directories in `tmp/`, staging directories in `unpacked/` and `.tmp-<pid>-…` temp
+//! files of atomic writes, each named with its process id; the next [`Store::open`] removes
+//! those whose process is gone, and `prune` and `check --repair` (which hold the store alone)
+//! remove them all. [`cancel_writes`] makes every blob write fail from then on, so that a
+//! process asked to stop (SIGINT, SIGTERM) unwinds at its next write.
 //!
 //! Blobs are written into `ingest/` while their sha256 is computed, fsynced, checked against
 //! the expected digest and renamed into `blobs/`; a blob whose bytes do not match never enters.
@@ -24,11 +32,13 @@
 //!
 //! This part knows nothing of layers or registries; it stores bytes and names.
 
+mod check;
 mod fsutil;
 mod index;
 mod run;
 mod steps;
 
+pub use check::{CheckOptions, CheckReport, Defect, DefectKind};
 pub use index::{IndexEntry, REF_NAME_ANNOTATION};
 pub use steps::{ScratchDir, StepRecord};
 
@@ -36,7 +46,7 @@ use sha2::{Digest as _, Sha256};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The file that marks a wcbuild store and its layout version. Bump the number when the layout
 /// changes incompatibly; readers refuse a newer one.
@@ -45,7 +55,8 @@ pub const STORE_MARKER: &str = "wcbuild-store-v1";
 /// Version of the records under `cache/`; a reader ignores records of other versions.
 pub const CACHE_VERSION: u32 = 1;
 
-/// How old an ingest file with no writer must be before prune removes it.
+/// How old an ingest file must be before it counts as abandoned when its writer cannot be
+/// told apart (prune and check hold the store alone and remove every unheld one).
 pub const STALE_INGEST: Duration = Duration::from_secs(60 * 60);
 
 /// The largest manifest, index or config [`Store::read_blob`] loads into memory.
@@ -173,6 +184,38 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Store {
     root: PathBuf,
     _lock: std::sync::Arc<File>,
+    /// True when the lock is held exclusively (prune, check).
+    exclusive: bool,
+}
+
+static WRITES_CANCELLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every [`BlobWriter`] write of this process fail from now on (with an error saying the
+/// process was asked to stop), so that work in progress unwinds and removes its partial files.
+/// For a process that is stopping; there is no way back.
+pub fn cancel_writes() {
+    WRITES_CANCELLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+static OPENED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes what this process has in the stores it opened: its `tmp/` entries, its ingest
+/// files, its staging directories and temp files (all named with its process id). For a
+/// process about to exit without unwinding (a second signal, or a stop that took too long).
+pub fn remove_own_leftovers() {
+    let me = std::process::id();
+    let roots = OPENED.lock().map(|r| r.clone()).unwrap_or_default();
+    for root in roots {
+        for (path, _) in check::leftovers(&root) {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if check::owner_pid(&name) == Some(me) {
+                let _ = check::remove_any(&path);
+            }
+        }
+    }
 }
 
 /// The default store directory: `$XDG_DATA_HOME/wcbuild` (or `~/.local/share/wcbuild`) on Linux,
@@ -209,9 +252,42 @@ impl Store {
         let store = Store {
             root,
             _lock: std::sync::Arc::new(lock),
+            exclusive: false,
         };
         store.init_files()?;
+        store.clean_dead_leftovers();
+        if let Ok(mut roots) = OPENED.lock()
+            && !roots.contains(&store.root)
+        {
+            roots.push(store.root.clone());
+        }
         Ok(store)
+    }
+
+    /// Trades this handle's shared lock for the exclusive one, which no other wcbuild holds
+    /// while it is held. When another process has the store open, calls `waiting` once and
+    /// waits for it. Other clones of this handle must be dropped first (they hold the shared
+    /// lock, and the wait would never end).
+    pub fn into_exclusive(self, waiting: impl FnOnce()) -> Result<Store, StoreError> {
+        if self.exclusive {
+            return Ok(self);
+        }
+        let lock_path = self.root.join("lock");
+        let root = self.root.clone();
+        drop(self._lock);
+        let lock = OpenOptions::new()
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        if lock.try_lock().is_err() {
+            waiting();
+            lock.lock().map_err(io_err("lock", &lock_path))?;
+        }
+        Ok(Store {
+            root,
+            _lock: std::sync::Arc::new(lock),
+            exclusive: true,
+        })
     }
 
     fn init_files(&self) -> Result<(), StoreError> {
@@ -497,25 +573,22 @@ impl Store {
     }
 
     /// Removes every blob that no tag reaches (through indexes, manifests, configs and layers)
-    /// and that no cache record names, and ingest files older than [`STALE_INGEST`] that no
-    /// writer holds. `extra_roots` are digests to keep as well (cache records of other parts).
-    /// Waits for no one: if another wcbuild has the store open, fails with [`StoreError::Busy`].
+    /// and that no cache record names, every partial file in `ingest/` no writer holds, and
+    /// what killed processes left in `tmp/` and `unpacked/`. `extra_roots` are digests to keep
+    /// as well (cache records of other parts). Takes the store to itself first: when another
+    /// wcbuild has it open, waits until it is done (see [`Store::prune_waiting`]).
     pub fn prune(self, extra_roots: &[String]) -> Result<PruneReport, StoreError> {
-        let lock_path = self.root.join("lock");
-        let root = self.root.clone();
-        // Trade our shared lock for an exclusive one.
-        drop(self._lock);
-        let lock = OpenOptions::new()
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("open", &lock_path))?;
-        if lock.try_lock().is_err() {
-            return Err(StoreError::Busy(root));
-        }
-        let store = Store {
-            root,
-            _lock: std::sync::Arc::new(lock),
-        };
+        self.prune_waiting(extra_roots, || {})
+    }
+
+    /// [`Store::prune`], calling `waiting` when another wcbuild holds the store and prune
+    /// must wait for it.
+    pub fn prune_waiting(
+        self,
+        extra_roots: &[String],
+        waiting: impl FnOnce(),
+    ) -> Result<PruneReport, StoreError> {
+        let store = self.into_exclusive(waiting)?;
         store.prune_locked(extra_roots)
     }
 
@@ -557,30 +630,12 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += size;
         }
-        let ingest = self.root.join("ingest");
-        let now = SystemTime::now();
-        for e in fs::read_dir(&ingest).map_err(io_err("read directory", &ingest))? {
-            let e = e.map_err(io_err("read directory", &ingest))?;
-            let path = e.path();
-            let Ok(meta) = e.metadata() else { continue };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .unwrap_or_default();
-            if age < STALE_INGEST {
-                continue;
-            }
-            // A writer holds a lock on its ingest file.
-            if let Ok(f) = File::open(&path)
-                && f.try_lock().is_err()
-            {
-                continue;
-            }
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
-            report.ingest_removed += 1;
-            report.bytes_freed += meta.len();
-        }
+        // Nobody else holds the store: every partial write and scratch directory is a
+        // leftover.
+        let (ingest, bytes, other) = self.remove_all_leftovers();
+        report.ingest_removed += ingest;
+        report.bytes_freed += bytes;
+        report.temp_removed += other;
         Ok(report)
     }
 }
@@ -592,8 +647,25 @@ pub struct PruneReport {
     pub blobs_removed: u64,
     /// Stale files removed from `ingest/`.
     pub ingest_removed: u64,
+    /// Leftovers of killed processes removed from `tmp/` and `unpacked/`, and temp files.
+    pub temp_removed: u64,
     /// Bytes freed.
     pub bytes_freed: u64,
+}
+
+/// Says which store is full when a write fails for want of space (ENOSPC, EDQUOT).
+fn full(e: io::Error, root: &Path) -> io::Error {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        io::Error::new(
+            e.kind(),
+            format!("the store `{}` is full: {e}", root.display()),
+        )
+    } else {
+        e
+    }
 }
 
 /// A blob being written into `ingest/`, hashed as it goes. Dropping it without
@@ -609,11 +681,17 @@ pub struct BlobWriter<'a> {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if WRITES_CANCELLED.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::other(format!(
+                "stopped writing `{}`: wcbuild was asked to stop",
+                self.path.display()
+            )));
+        }
         let f = self
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
-        let n = f.write(buf)?;
+        let n = f.write(buf).map_err(|e| full(e, &self.store.root))?;
         self.hasher.update(&buf[..n]);
         let before = self.size;
         self.size += n as u64;
@@ -673,7 +751,9 @@ impl BlobWriter<'_> {
                 actual: self.size,
             });
         }
-        file.sync_all().map_err(io_err("fsync", &self.path))?;
+        file.sync_all()
+            .map_err(|e| full(e, &self.store.root))
+            .map_err(io_err("fsync", &self.path))?;
         drop(file);
         let target = self.store.blob_path(&digest)?;
         if target.exists() {

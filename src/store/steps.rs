@@ -66,6 +66,14 @@ impl Store {
 
     /// Every layer digest a step record names (kept by `prune` unless the cache is dropped).
     pub fn step_roots(&self) -> Vec<String> {
+        self.step_records()
+            .into_iter()
+            .map(|r| r.layer.digest)
+            .collect()
+    }
+
+    /// Every step record that parses (whether or not its layer is still in the store).
+    pub fn step_records(&self) -> Vec<StepRecord> {
         let dir = self.cache_dir().join("steps");
         let mut out = Vec::new();
         if let Ok(rd) = fs::read_dir(&dir) {
@@ -73,7 +81,7 @@ impl Store {
                 if let Ok(b) = fs::read(e.path())
                     && let Ok(rec) = serde_json::from_slice::<StepRecord>(&b)
                 {
-                    out.push(rec.layer.digest);
+                    out.push(rec);
                 }
             }
         }
@@ -133,7 +141,12 @@ impl Store {
                 .unwrap_or(0);
             let path = tmp.join(format!("{purpose}-{}-{n}-{nanos:x}", std::process::id()));
             match create_private_dir(&path, false) {
-                Ok(()) => return Ok(ScratchDir { path }),
+                Ok(()) => {
+                    // Held while the directory is in use, so that no cleaner (another
+                    // process, in another pid namespace perhaps) takes it for a leftover.
+                    let lock = fs::File::open(&path).ok().filter(|f| f.try_lock().is_ok());
+                    return Ok(ScratchDir { path, _lock: lock });
+                }
                 Err(StoreError::Io { source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists =>
                 {
@@ -184,6 +197,8 @@ fn create_private_dir(path: &Path, exist_ok: bool) -> Result<(), StoreError> {
 #[derive(Debug)]
 pub struct ScratchDir {
     path: PathBuf,
+    /// A lock on the directory itself (where directories can be opened and locked).
+    _lock: Option<fs::File>,
 }
 
 impl ScratchDir {

@@ -203,3 +203,109 @@ pub fn random_image(
         .unwrap();
     md
 }
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something listens on `port` (15 s at most).
+pub fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on port {port}");
+}
+
+/// Debian's `docker-registry` (distribution 2.8) on a loopback port, plain HTTP, storing in a
+/// temp directory; killed when dropped.
+pub struct DockerRegistry {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl DockerRegistry {
+    /// Starts one and waits until it listens.
+    pub fn start(suite: &str) -> DockerRegistry {
+        let dir = tempdir(suite, "registry");
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog: {{level: warn, formatter: text}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: wcbuild-test\n",
+            dir.join("data").display()
+        );
+        std::fs::write(dir.join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry must be installed (./test.sh installs it)");
+        wait_port(port);
+        DockerRegistry { child, port, dir }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `wcbuild --root ROOT` command with no standard input and an empty Docker config of its
+/// own (so the machine's credentials never take part).
+pub fn wcbuild_command(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wcbuild"));
+    c.arg("--root")
+        .arg(root)
+        .env("DOCKER_CONFIG", root.with_extension("docker-config"))
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Leftovers of killed processes in a store: files in `ingest/`, entries of `tmp/`, staging
+/// directories in `unpacked/`, `.tmp-…` temp files anywhere.
+pub fn leftovers(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in ["ingest", "tmp"] {
+        if let Ok(rd) = std::fs::read_dir(root.join(sub)) {
+            out.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || name.contains("wcbuild-extract-") {
+                out.push(e.path());
+            } else if e.file_type().is_ok_and(|t| t.is_dir())
+                && !matches!(name.as_str(), "blobs" | "tmp" | "ingest")
+            {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    walk(root, &mut out);
+    out
+}
