@@ -92,6 +92,36 @@ fn repaired_and_sound(root: &Path, what: &str) -> usize {
     found
 }
 
+/// No container of a wcbuild that is gone is left in the runtime's state, and nothing is
+/// mounted under the store (each step's mounts live in its own mount namespace).
+fn no_runtime_leftovers(root: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_s = root.display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&root_s)),
+        "mounts left under the store: {mounts}"
+    );
+    for state in ["/run/wcbuild/runc", "/run/wcbuild/crun"] {
+        let Ok(rd) = std::fs::read_dir(state) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Container ids are `wcbuild-<pid>-…`: the pid must be alive.
+            if let Some(pid) = name
+                .strip_prefix("wcbuild-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                assert!(
+                    Path::new(&format!("/proc/{pid}")).exists(),
+                    "a container of the dead process {pid} is left: {name}"
+                );
+            }
+        }
+    }
+}
+
 /// One command of the kill loop.
 struct Scenario {
     name: &'static str,
@@ -174,6 +204,46 @@ fn scenarios(registry: &common::DockerRegistry) -> Vec<Scenario> {
                 tagged_digest(root, "faults/app:1").is_some(),
                 "no tag after a build"
             );
+        }),
+    });
+
+    // A build with RUN steps: containers, overlay mounts, unpacked layers and a cache mount
+    // in flight when the kill lands.
+    let root = tempdir("run-store");
+    let base = root.with_extension("busybox.tar");
+    std::fs::write(
+        &base,
+        wcbuild::ops::fixtures::busybox_archive(Path::new("/bin/busybox")).unwrap(),
+    )
+    .unwrap();
+    let (code, _, err) = wc(&root, &["load", "-i", base.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = tempdir("run-context");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM wcbuild.local/busybox:latest\n\
+         RUN --mount=type=cache,target=/cache i=0; while [ $i -lt 300 ]; do echo $i > /cache/$i; echo $i > /f$i; i=$((i+1)); done\n\
+         RUN rm /f1 && mkdir -p /out && cp /f2 /out/\n",
+    )
+    .unwrap();
+    rows.push(Scenario {
+        name: "build (RUN)",
+        root,
+        args: vec![
+            "build".into(),
+            "--no-cache".into(),
+            "-q".into(),
+            "-t".into(),
+            "faults/run:1".into(),
+            ctx.display().to_string(),
+        ],
+        reset: Box::new(|root| rmi_and_prune(root, "faults/run:1")),
+        verify: Box::new(|root| {
+            assert!(
+                tagged_digest(root, "faults/run:1").is_some(),
+                "no tag after a build"
+            );
+            no_runtime_leftovers(root);
         }),
     });
 

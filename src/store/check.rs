@@ -1046,12 +1046,24 @@ impl Checker<'_> {
             }
             Ok(())
         });
-        // RUN cache mounts: directories.
+        // RUN cache mounts: directories, each with its sharing lock (`<id>.lock`) and, once
+        // made ready (mode, owner, seeded from a source), a marker (`<id>.ready`).
         let mounts = cache.join("mounts");
         if let Ok(rd) = fs::read_dir(&mounts) {
             for e in rd.flatten() {
                 let path = e.path();
                 self.report.records += 1;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let is_file = fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+                if is_file && name.ends_with(".lock") {
+                    continue;
+                }
+                if is_file
+                    && let Some(id) = name.strip_suffix(".ready")
+                    && mounts.join(id).is_dir()
+                {
+                    continue;
+                }
                 if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
                     self.remove(
                         DefectKind::BadRecord,

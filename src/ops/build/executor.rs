@@ -467,6 +467,12 @@ impl Execution<'_> {
         }
         steps.extend(stage.steps.iter().cloned());
         for step in &steps {
+            if crate::ops::cancel::requested() {
+                return Err(BuildError::Step {
+                    location: planned.df.file.clone(),
+                    message: "the build was stopped".into(),
+                });
+            }
             chain = cache_key(&[&chain, &format!("{:?}", step.command)]);
             self.step(ctx, &mut state, si, step, &mut chain)?;
         }

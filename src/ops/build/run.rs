@@ -841,7 +841,8 @@ pub(super) fn run_step(
         mounts: rt_mounts,
         insecure,
         extra_hosts: Vec::new(),
-        cancel: runtime::Cancel::new(),
+        // SIGINT/SIGTERM kill the step's container.
+        cancel: crate::ops::cancel::token(),
     };
     let printed = args.join(" ");
     let stage_index = ctx.stage;
