@@ -519,3 +519,53 @@ fn docker_runs_an_image_built_with_run() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "served by box\n");
 }
+
+#[test]
+fn sigterm_stops_a_running_step_within_a_second() {
+    let (dir, root) = store("sigterm");
+    let ctx = context(
+        &dir,
+        &[(
+            "Dockerfile",
+            "FROM wcbuild.local/busybox:latest\nRUN echo started && sleep 60\n",
+        )],
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wcbuild"))
+        .arg("--root")
+        .arg(&root)
+        .args(["build", "--progress", "plain"])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step runs (its output arrives).
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        let n = std::io::Read::read(&mut err, &mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let t = std::time::Instant::now();
+    // SAFETY: kill(2) with a child's pid and SIGTERM.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(143));
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    // No container of the step lives on, and nothing is left in the store's scratch.
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains("sleep 60"),
+        "the step's process lives on"
+    );
+    let tmp: Vec<_> = fs::read_dir(root.join("tmp"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
