@@ -159,39 +159,54 @@ fn read8(data: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Positions hashed into the repeat table are multiples of this; lookups are at multiples of
+/// [`PROBE_LOOKUP`]. The two are coprime, so every distance is seen within their product.
+const PROBE_INSERT: usize = 32;
+const PROBE_LOOKUP: usize = 31;
+
 /// Bytes of `data[from..]` that repeat bytes found at most 32 KiB before them (deflate's
-/// window), counting repeats of about 19 bytes or more: what LZ77 would save in data whose
-/// bytes look random one by one (a compressed file stored twice, a random table repeated).
-/// Positions at multiples of 4 are hashed and looked up at multiples of 3, so every distance
-/// is seen within 12 bytes at a cost of well under one table access per byte.
+/// window): what LZ77 would save in data whose bytes look random one by one (a compressed
+/// file stored twice, a random table repeated). Sparse, so that random data costs well under
+/// a table access per byte: it sees repeats of about 1,000 bytes or more, which is where such
+/// data's savings are (shorter ones in random-looking bytes save next to nothing).
 fn repeated_bytes(data: &[u8], from: usize) -> usize {
-    const BITS: u32 = 14;
+    const BITS: u32 = 13;
     if data.len() < from + 16 {
         return 0;
     }
     let hash = |v: u64| (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize;
-    let mut table = vec![0u32; 1 << BITS];
+    let mut table = [0u32; 1 << BITS];
     let window_start = from.saturating_sub(GZIP_WINDOW);
     let end = data.len() - 8;
-    let mut next_insert = window_start.next_multiple_of(4);
-    let mut at = from.next_multiple_of(3);
+    let mut next_insert = window_start.next_multiple_of(PROBE_INSERT);
+    let mut at = from.next_multiple_of(PROBE_LOOKUP);
     let mut repeated = 0;
+    let mut counted_to = from;
     while at < end {
         while next_insert < at {
             table[hash(read8(data, next_insert))] = next_insert as u32;
-            next_insert += 4;
+            next_insert += PROBE_INSERT;
         }
         let v = read8(data, at);
         let cand = table[hash(v)] as usize;
         if cand >= window_start && cand < at && at - cand <= GZIP_WINDOW && read8(data, cand) == v {
+            // Extend both ways: the lookup lands anywhere inside the repeat.
             let mut len = 8;
             while at + len < data.len() && data[cand + len] == data[at + len] {
                 len += 1;
             }
-            repeated += len;
-            at = (at + len).next_multiple_of(3);
+            let mut back = 0;
+            while at - back > counted_to
+                && cand - back > window_start
+                && data[cand - back - 1] == data[at - back - 1]
+            {
+                back += 1;
+            }
+            repeated += len + back;
+            counted_to = at + len;
+            at = counted_to.next_multiple_of(PROBE_LOOKUP);
         } else {
-            at += 3;
+            at += PROBE_LOOKUP;
         }
     }
     repeated
@@ -872,6 +887,17 @@ mod stored_tests {
         let chunk = rng.bytes(12 * 1024);
         let repeated: Vec<u8> = chunk.iter().copied().cycle().take(SEGMENT).collect();
         assert!(!store_segment(&repeated, 0));
+        // Small compressed files stored several times (a 2 KiB icon four times, in random
+        // surroundings): 6 KiB of repeats in 64 KiB.
+        let icon = rng.bytes(2048);
+        let mut icons = rng.bytes(SEGMENT);
+        for k in 0..4 {
+            let at = 1000 + k * 15_000;
+            icons[at..at + 2048].copy_from_slice(&icon);
+        }
+        assert!(!store_segment(&icons, 0), "repeated small files");
+        assert!(repeated_bytes(&icons, 0) >= 3 * 2048 - 64);
+        assert!(repeated_bytes(&random, 0) == 0);
         // A random segment that repeats the 32 KiB before it.
         let mut window = rng.bytes(GZIP_WINDOW);
         let again = window.clone();
