@@ -198,7 +198,8 @@ pub fn xml(rng: &mut Rng, n: usize) -> Vec<u8> {
 /// local displacements, string and symbol tables, alignment padding.
 pub fn machine_code(rng: &mut Rng, n: usize) -> Vec<u8> {
     use std::sync::OnceLock;
-    static CODE: OnceLock<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = OnceLock::new();
+    type Pieces = Vec<Vec<u8>>;
+    static CODE: OnceLock<(Pieces, Pieces)> = OnceLock::new();
     let (ops, prologues) = CODE.get_or_init(|| {
         let mut vr = Rng::new(6);
         let ops = (0..400)

@@ -168,15 +168,18 @@ impl Row {
                 } else {
                     format!(" ({}–{})", secs(o.min), secs(o.max))
                 }),
-            best.map_or("–".into(), Stats::cell),
+            best.map_or("–".into(), Stats::cell).replace('|', "\\|"),
             ratio,
-            self.ceiling.as_ref().map_or("–".into(), Stats::cell),
+            self.ceiling
+                .as_ref()
+                .map_or("–".into(), Stats::cell)
+                .replace('|', "\\|"),
             ceiling_ratio,
             ours.map_or("–".into(), |o| format!(
                 "{:.0} MiB",
                 o.rss_kib as f64 / 1024.0
             )),
-            notes.join("; ")
+            notes.join("; ").replace('|', "\\|")
         )
     }
 }
@@ -529,6 +532,14 @@ impl Bench {
         }
         println!("{}", row.markdown());
         self.rows.borrow_mut().push(row);
+    }
+
+    /// Adds a note to the last row (printed under it).
+    fn note(&self, text: String) {
+        println!("  ↳ {text}");
+        if let Some(row) = self.rows.borrow_mut().last_mut() {
+            row.notes.push(text);
+        }
     }
 
     fn skip(&self, workload: &str, size: &str, why: &str) {
@@ -1228,13 +1239,11 @@ fn compress(b: &Bench, kind: content::Kind, total: u64) {
     ];
     b.measure(&format!("gzip layer: {kind:?}"), &size, tools, Vec::new());
     let ours = ratios.borrow().0 as f64;
-    if let Some(row) = b.rows.borrow_mut().last_mut() {
-        row.notes.push(format!(
-            "blob ÷ tar: wcbuild {:.3}, gzip -6 {}",
-            ours / tar,
-            gzip6.map_or("–".into(), |g| format!("{:.3}", g as f64 / tar))
-        ));
-    }
+    b.note(format!(
+        "blob ÷ tar: wcbuild {:.3}, gzip -6 {}",
+        ours / tar,
+        gzip6.map_or("–".into(), |g| format!("{:.3}", g as f64 / tar))
+    ));
     let tools = vec![
         Tool::new("wcbuild, 2 cores", Role::Ours, || {
             let (s, bytes) = layer_size(&["--compression", "zstd"], false)?;
@@ -1253,12 +1262,10 @@ fn compress(b: &Bench, kind: content::Kind, total: u64) {
     ];
     b.measure(&format!("zstd layer: {kind:?}"), &size, tools, Vec::new());
     let z = ratios.borrow().1 as f64;
-    if let Some(row) = b.rows.borrow_mut().last_mut() {
-        row.notes.push(format!(
-            "blob ÷ tar {:.3}; peer ÷ wcbuild = zstd's 2-core speed-up",
-            z / tar
-        ));
-    }
+    b.note(format!(
+        "blob ÷ tar {:.3}; peer ÷ wcbuild is zstd's 2-core speed-up",
+        z / tar
+    ));
     rm(&ctx);
 }
 
@@ -1548,6 +1555,18 @@ fn main() {
     header_notes.push(format!(
         "load average before {load_before}, after {load_after}"
     ));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let busy = [&load_before, &load_after]
+        .iter()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .any(|l| l > cores * 0.75);
+    if busy {
+        header_notes.push(format!(
+            "**taken under load**: other work shared the {cores} cores, so wall times are \
+             slower than on a quiet machine and the tools' shares of the CPU differ; read \
+             the ratios with care"
+        ));
+    }
     let mut md = String::new();
     writeln!(md, "# benches/peers, {}\n", today()).unwrap();
     writeln!(

@@ -906,7 +906,7 @@ mod stored_tests {
         assert!(!store_segment(&window, GZIP_WINDOW));
         // Repeats further than 32 KiB away are out of deflate's reach.
         let mut far = rng.bytes(GZIP_WINDOW + 1024);
-        far.extend_from_slice(&far[..SEGMENT / 2].to_vec());
+        far.extend_from_within(..SEGMENT / 2);
         let tail = rng.bytes(SEGMENT - SEGMENT / 2);
         far.extend_from_slice(&tail);
         assert!(store_segment(&far, GZIP_WINDOW + 1024));
