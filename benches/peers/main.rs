@@ -1316,6 +1316,23 @@ fn windows(b: &Bench, ctx: &Path, size: &str) {
     rm(&store);
 }
 
+/// Runs one workload; if it panics (a peer's preparation failed, the disk filled up), records
+/// a row that says so and goes on with the next.
+fn guarded(b: &Bench, what: &str, size: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let short: String = msg.chars().take(400).collect();
+        b.skip(what, size, &format!("stopped: {short}"));
+        if b.docker.is_some() {
+            b.docker_clean();
+        }
+    }
+}
+
 fn install_peers() -> Vec<String> {
     let missing: Vec<&str> = PEERS
         .iter()
@@ -1469,56 +1486,68 @@ fn main() {
         copy_dockerfile(&app);
         warm(&app);
         if on("copy") {
-            copy_cold(&b, "COPY build, cold: app tree", &app, &label, &[]);
+            guarded(&b, "COPY build, cold: app tree", &label, || {
+                copy_cold(&b, "COPY build, cold: app tree", &app, &label, &[])
+            });
             if b.default_compression != "gzip" {
-                copy_cold(
-                    &b,
-                    "COPY build, cold: app tree, --compression gzip",
-                    &app,
-                    &label,
-                    &["--compression", "gzip"],
-                );
+                guarded(&b, "COPY build, cold: app tree, gzip", &label, || {
+                    copy_cold(
+                        &b,
+                        "COPY build, cold: app tree, --compression gzip",
+                        &app,
+                        &label,
+                        &["--compression", "gzip"],
+                    )
+                });
             }
-            let random = work.join(format!("random-{size}"));
-            content::random_tree(&random, size, 2).unwrap();
-            copy_dockerfile(&random);
-            warm(&random);
-            copy_cold(&b, "COPY build, cold: random tree", &random, &label, &[]);
-            rm(&random);
+            guarded(&b, "COPY build, cold: random tree", &label, || {
+                let random = work.join(format!("random-{size}"));
+                content::random_tree(&random, size, 2).unwrap();
+                copy_dockerfile(&random);
+                warm(&random);
+                copy_cold(&b, "COPY build, cold: random tree", &random, &label, &[]);
+                rm(&random);
+            });
         }
         if on("noop") {
-            noop(&b, "no-op rebuild: app tree", &app, &label);
+            guarded(&b, "no-op rebuild: app tree", &label, || {
+                noop(&b, "no-op rebuild: app tree", &app, &label)
+            });
         }
         if on("build-push") {
-            build_push(&b, &app, &label);
+            guarded(&b, "build, then push", &label, || {
+                build_push(&b, &app, &label)
+            });
         }
         if on("save") && b.docker.is_some() {
-            save_load(&b, &app, &label);
+            guarded(&b, "save and load", &label, || save_load(&b, &app, &label));
         }
         if on("push") || on("pull") || on("dedup") {
-            let store = b.tmp("root");
-            let one = image(&b, &store, "bench/app:1", &app, &[]);
-            let parts = work.join(format!("parts-{size}"));
-            let mut df = String::from("FROM scratch\n");
-            for p in 0..20 {
-                content::app_tree(&parts.join(format!("p{p:02}")), size / 20, 100 + p).unwrap();
-                df.push_str(&format!("COPY p{p:02} /p{p:02}/\n"));
-            }
-            fs::write(parts.join("Dockerfile"), df).unwrap();
-            warm(&parts);
-            let twenty = image(&b, &store, "bench/twenty:1", &parts, &[]);
-            if on("push") || on("pull") {
-                push_pull(&b, "1-layer image", &one, &label);
-                push_pull(&b, "20-layer image", &twenty, &label);
-            }
-            if on("dedup") {
-                dedup(&b, &[&one, &twenty], &label);
-            }
-            rm(&parts);
-            rm(&store);
+            guarded(&b, "push, pull and dedup", &label, || {
+                let store = b.tmp("root");
+                let one = image(&b, &store, "bench/app:1", &app, &[]);
+                let parts = work.join(format!("parts-{size}"));
+                let mut df = String::from("FROM scratch\n");
+                for p in 0..20 {
+                    content::app_tree(&parts.join(format!("p{p:02}")), size / 20, 100 + p).unwrap();
+                    df.push_str(&format!("COPY p{p:02} /p{p:02}/\n"));
+                }
+                fs::write(parts.join("Dockerfile"), df).unwrap();
+                warm(&parts);
+                let twenty = image(&b, &store, "bench/twenty:1", &parts, &[]);
+                if on("push") || on("pull") {
+                    push_pull(&b, "1-layer image", &one, &label);
+                    push_pull(&b, "20-layer image", &twenty, &label);
+                }
+                if on("dedup") {
+                    dedup(&b, &[&one, &twenty], &label);
+                }
+                rm(&parts);
+                rm(&store);
+            });
         }
         if on("windows") && size <= 1 << 30 {
-            windows(&b, &app, &label);
+            guarded(&b, "Windows image", &label, || windows(&b, &app, &label));
         }
         if on("compress") {
             let n = size.min(256 << 20);
@@ -1528,7 +1557,12 @@ fn main() {
                 content::Kind::Base64,
                 content::Kind::Random,
             ] {
-                compress(&b, kind, n);
+                guarded(
+                    &b,
+                    &format!("gzip and zstd layers: {kind:?}"),
+                    &label,
+                    || compress(&b, kind, n),
+                );
             }
         }
         rm(&app);
@@ -1540,15 +1574,19 @@ fn main() {
         copy_dockerfile(&small);
         warm(&small);
         if on("copy") {
-            copy_cold(&b, "COPY build, cold: small files", &small, &label, &[]);
+            guarded(&b, "COPY build, cold: small files", &label, || {
+                copy_cold(&b, "COPY build, cold: small files", &small, &label, &[])
+            });
         }
         if on("noop") {
-            noop(&b, "no-op rebuild: small files", &small, &label);
+            guarded(&b, "no-op rebuild: small files", &label, || {
+                noop(&b, "no-op rebuild: small files", &small, &label)
+            });
         }
         rm(&small);
     }
     if on("run") && b.docker.is_some() {
-        run_steps(&b);
+        guarded(&b, "RUN steps", "busybox base", || run_steps(&b));
     }
 
     let load_after = load_average();
