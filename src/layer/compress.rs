@@ -5,7 +5,12 @@
 //! deflated on a worker thread with the previous 32 KiB of input as its dictionary and ends
 //! with a sync flush (the last with a final block); the CRC-32s are combined. Every gzip reader
 //! reads it whole (no multi-member tricks), and the same input gives the same bytes whatever
-//! the thread count. The header carries no time and no name.
+//! the thread count. The header carries no time and no name. Each block is judged in 64 KiB
+//! segments from what deflate would save (Huffman coding and repeats): random or compressed
+//! segments are stored, everything else deflated.
+//!
+//! zstd runs in libzstd's multithreaded mode with a fixed job size, whose bytes do not depend
+//! on the worker count.
 
 use flate2::{Compress, Crc, FlushCompress, Status};
 use sha2::{Digest as _, Sha256};
@@ -19,6 +24,11 @@ use std::thread::JoinHandle;
 pub const GZIP_BLOCK: usize = 1 << 20;
 /// Dictionary carried from one block to the next.
 pub const GZIP_WINDOW: usize = 32 * 1024;
+/// zstd job size: the input each worker compresses at a time, with the end of the previous
+/// job as its history. Fixed, because the bytes depend on it; 4 MiB keeps two workers busy
+/// from 8 MiB layers on and their buffers near 30 MiB (the 8 MiB default at level 3 saves
+/// 0.5% and costs twice the memory).
+pub const ZSTD_JOB: u32 = 4 << 20;
 /// Blocks in flight at most (bounds memory to about this many MiB of input plus output).
 const IN_FLIGHT: usize = 4;
 
@@ -105,44 +115,174 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Bytes of each of the three samples taken from a block to decide whether it is worth
-/// compressing.
-const SAMPLE: usize = 16 * 1024;
+/// Each gzip block is judged in segments of this many bytes: a segment deflate would not
+/// shrink is written as stored deflate blocks, the rest is deflated.
+pub const SEGMENT: usize = 64 * 1024;
 
-/// True when samples from the start, middle and end of `data` all fail to shrink by 2% at
-/// level 1: random or already compressed content, which deflate would only re-encode at full
-/// cost.
-fn incompressible(data: &[u8]) -> bool {
-    if data.len() < 8 * SAMPLE {
-        return false;
+/// A segment is stored when deflate is estimated to save less than this fraction of it
+/// (1/128, under 0.8%): what Huffman coding of its bytes would save plus what repeats within
+/// deflate's window would save.
+const STORE_BELOW: f64 = 1.0 / 128.0;
+
+/// Segments shorter than this are always deflated (the estimate is not worth it).
+const MIN_JUDGED: usize = 4 * 1024;
+
+/// Bits per byte of the order-0 entropy of `data`: what Huffman coding of its bytes alone
+/// reaches at best (8 for random data, about 6 for base64, 4–6 for text and machine code).
+fn entropy_bits(data: &[u8]) -> f64 {
+    // Four tables, so that runs of one byte do not serialise on one counter.
+    let mut counts = [[0u32; 256]; 4];
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        counts[0][q[0] as usize] += 1;
+        counts[1][q[1] as usize] += 1;
+        counts[2][q[2] as usize] += 1;
+        counts[3][q[3] as usize] += 1;
     }
-    let starts = [0, data.len() / 2 - SAMPLE / 2, data.len() - SAMPLE];
-    starts.iter().all(|&at| {
-        let sample = &data[at..at + SAMPLE];
-        let mut c = Compress::new(flate2::Compression::new(1), false);
-        let mut out = Vec::with_capacity(SAMPLE + 1024);
-        c.compress_vec(sample, &mut out, FlushCompress::Finish)
-            .is_ok()
-            && c.total_in() as usize == SAMPLE
-            && out.len() * 100 >= SAMPLE * 98
-    })
+    for &b in quads.remainder() {
+        counts[0][b as usize] += 1;
+    }
+    // H = log2(n) - Σ c·log2(c) / n, with a log2 made of IEEE-exact operations only, so that
+    // every platform takes the same decision and writes the same bytes.
+    let n = data.len() as f64;
+    let sum: f64 = (0..256)
+        .map(|i| counts[0][i] + counts[1][i] + counts[2][i] + counts[3][i])
+        .filter(|&c| c > 1)
+        .map(|c| f64::from(c) * log2(f64::from(c)))
+        .sum();
+    log2(n) - sum / n
 }
 
-/// Deflates one block: raw deflate primed with `dict`, sync-flushed, or finished when `last`.
-/// A block that does not compress is written as stored deflate blocks (level 0) instead,
-/// which every inflater reads and which costs a copy instead of a search; the choice depends
-/// only on the block's bytes, so output stays deterministic.
-pub fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    let level = if level > 0 && incompressible(data) {
-        0
-    } else {
-        level
-    };
-    let mut c = Compress::new(flate2::Compression::new(level), false);
-    if !dict.is_empty() && level > 0 {
+/// log2 of a positive finite `x` to about 1e-12, from its exponent and an atanh series of its
+/// mantissa: additions, multiplications and divisions only (no libm), hence bit-identical on
+/// every platform.
+fn log2(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let exponent = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    // The mantissa as a number in [1, 2), then in [1/√2, √2) for a fast series.
+    let mut m = f64::from_bits((bits & ((1u64 << 52) - 1)) | (1023u64 << 52));
+    let mut e = exponent as f64;
+    if m > std::f64::consts::SQRT_2 {
+        m /= 2.0;
+        e += 1.0;
+    }
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let mut term = z;
+    let mut ln = 0.0;
+    let mut k = 1.0;
+    while k < 30.0 {
+        ln += term / k;
+        term *= z2;
+        k += 2.0;
+    }
+    e + 2.0 * ln / std::f64::consts::LN_2
+}
+
+fn read8(data: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&data[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Positions hashed into the repeat table are multiples of this; lookups are at multiples of
+/// [`PROBE_LOOKUP`]. The two are coprime, so every distance is seen within their product.
+const PROBE_INSERT: usize = 32;
+const PROBE_LOOKUP: usize = 31;
+
+/// Bytes of `data[from..]` that repeat bytes found at most 32 KiB before them (deflate's
+/// window): what LZ77 would save in data whose bytes look random one by one (a compressed
+/// file stored twice, a random table repeated). Sparse, so that random data costs well under
+/// a table access per byte: it sees repeats of about 1,000 bytes or more, which is where such
+/// data's savings are (shorter ones in random-looking bytes save next to nothing).
+fn repeated_bytes(data: &[u8], from: usize) -> usize {
+    const BITS: u32 = 13;
+    if data.len() < from + 16 {
+        return 0;
+    }
+    let hash = |v: u64| (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - BITS)) as usize;
+    let mut table = [0u32; 1 << BITS];
+    let window_start = from.saturating_sub(GZIP_WINDOW);
+    let end = data.len() - 8;
+    let mut next_insert = window_start.next_multiple_of(PROBE_INSERT);
+    let mut at = from.next_multiple_of(PROBE_LOOKUP);
+    let mut repeated = 0;
+    let mut counted_to = from;
+    while at < end {
+        while next_insert < at {
+            table[hash(read8(data, next_insert))] = next_insert as u32;
+            next_insert += PROBE_INSERT;
+        }
+        let v = read8(data, at);
+        let cand = table[hash(v)] as usize;
+        if cand >= window_start && cand < at && at - cand <= GZIP_WINDOW && read8(data, cand) == v {
+            // Extend both ways: the lookup lands anywhere inside the repeat.
+            let mut len = 8;
+            while at + len < data.len() && data[cand + len] == data[at + len] {
+                len += 1;
+            }
+            let mut back = 0;
+            while at - back > counted_to
+                && cand - back > window_start
+                && data[cand - back - 1] == data[at - back - 1]
+            {
+                back += 1;
+            }
+            repeated += len + back;
+            counted_to = at + len;
+            at = counted_to.next_multiple_of(PROBE_LOOKUP);
+        } else {
+            at += PROBE_LOOKUP;
+        }
+    }
+    repeated
+}
+
+/// True when deflate is estimated to save less than [`STORE_BELOW`] of the segment
+/// `data[from..]` (the bytes before `from` are its window): random or already compressed
+/// content, which deflate would only re-encode at full cost. Base64 or hex text, machine
+/// code and documents all save more than that from Huffman coding alone and are deflated.
+fn store_segment(data: &[u8], from: usize) -> bool {
+    let seg = &data[from..];
+    if seg.len() < MIN_JUDGED {
+        return false;
+    }
+    let huffman = (8.0 - entropy_bits(seg)) / 8.0;
+    if huffman >= STORE_BELOW {
+        return false;
+    }
+    let lz = repeated_bytes(data, from) as f64 / seg.len() as f64;
+    huffman + lz < STORE_BELOW
+}
+
+/// Writes `data` as stored deflate blocks (at most 65,535 bytes each), the last one final
+/// when `last`. The output must be at a byte boundary, as it is after a sync flush.
+fn write_stored(out: &mut Vec<u8>, data: &[u8], last: bool) {
+    let mut chunks = data.chunks(0xffff).peekable();
+    while let Some(chunk) = chunks.next() {
+        let final_block = last && chunks.peek().is_none();
+        let len = chunk.len() as u16;
+        out.push(u8::from(final_block));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// Deflates `data` with `c` (reset, primed with `dict`) onto `out`, sync-flushed, or finished
+/// when `last`.
+fn deflate_run(
+    c: &mut Compress,
+    dict: &[u8],
+    data: &[u8],
+    last: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    c.reset();
+    if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
-    let mut out = Vec::with_capacity(data.len() / 2 + 4096);
+    out.reserve(data.len() / 2 + 4096);
     let flush = if last {
         FlushCompress::Finish
     } else {
@@ -154,13 +294,73 @@ pub fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Re
         }
         let consumed = c.total_in() as usize;
         let status = c
-            .compress_vec(&data[consumed..], &mut out, flush)
+            .compress_vec(&data[consumed..], out, flush)
             .map_err(io::Error::other)?;
         let done_input = c.total_in() as usize == data.len();
         match status {
             Status::StreamEnd => break,
             _ if done_input && !last && out.len() < out.capacity() => break,
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The 32 KiB of input before `data[at]`, taken from `data` and, before it, `dict`.
+fn window_before(dict: &[u8], data: &[u8], at: usize) -> Vec<u8> {
+    let from_data = at.min(GZIP_WINDOW);
+    let from_dict = (GZIP_WINDOW - from_data).min(dict.len());
+    let mut w = Vec::with_capacity(from_dict + from_data);
+    w.extend_from_slice(&dict[dict.len() - from_dict..]);
+    w.extend_from_slice(&data[at - from_data..at]);
+    w
+}
+
+/// Deflates one block: raw deflate primed with `dict`, sync-flushed, or finished when `last`.
+///
+/// The block is judged in [`SEGMENT`]s: a segment deflate would not shrink (random or
+/// already compressed bytes, see `store_segment`) is written as stored deflate blocks, which
+/// every inflater reads and which cost a copy instead of a search; each run of other segments
+/// is deflated at `level` with the 32 KiB before it as its dictionary. Every choice depends
+/// only on the block's and the dictionary's bytes, so the output stays deterministic, and a
+/// block with no stored segment comes out exactly as one deflate call would write it.
+pub fn deflate_block(level: u32, dict: &[u8], data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::new();
+    if level == 0 || data.len() < MIN_JUDGED {
+        let dict = if level == 0 { &[][..] } else { dict };
+        deflate_run(&mut c, dict, data, last, &mut out)?;
+        return Ok(out);
+    }
+    // Runs of (start, stored).
+    let mut runs: Vec<(usize, bool)> = Vec::new();
+    let mut probe = Vec::new();
+    for start in (0..data.len()).step_by(SEGMENT) {
+        let end = (start + SEGMENT).min(data.len());
+        let stored = if start == 0 && !dict.is_empty() {
+            // The first segment's window is the previous block's tail.
+            probe.clear();
+            probe.extend_from_slice(&dict[dict.len().saturating_sub(GZIP_WINDOW)..]);
+            let from = probe.len();
+            probe.extend_from_slice(&data[..end]);
+            store_segment(&probe, from)
+        } else {
+            store_segment(&data[..end], start)
+        };
+        if runs.last().is_none_or(|&(_, s)| s != stored) {
+            runs.push((start, stored));
+        }
+    }
+    for (k, &(start, stored)) in runs.iter().enumerate() {
+        let end = runs.get(k + 1).map_or(data.len(), |&(s, _)| s);
+        let final_run = last && end == data.len();
+        if stored {
+            write_stored(&mut out, &data[start..end], final_run);
+        } else if start == 0 {
+            deflate_run(&mut c, dict, &data[..end], final_run, &mut out)?;
+        } else {
+            let window = window_before(dict, data, start);
+            deflate_run(&mut c, &window, &data[start..end], final_run, &mut out)?;
         }
     }
     Ok(out)
@@ -353,7 +553,13 @@ impl<W: Write> Compressor<W> {
             Compression::None => Compressor::None(out),
             Compression::Gzip(level) => Compressor::Gzip(ParallelGzip::new(out, level, threads)),
             Compression::Zstd(level) => {
-                Compressor::Zstd(zstd::stream::write::Encoder::new(out, level)?)
+                let mut z = zstd::stream::write::Encoder::new(out, level)?;
+                // Always libzstd's multithreaded mode, even with one worker: its bytes depend
+                // on the job size but not on the worker count (single-threaded mode writes
+                // other bytes), so digests agree across machines whatever their cores.
+                z.multithread(threads.clamp(1, 64) as u32)?;
+                z.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
+                Compressor::Zstd(z)
             }
         })
     }
@@ -493,39 +699,322 @@ mod tests {
 }
 
 #[cfg(test)]
-mod stored_tests {
+mod zstd_tests {
     use super::*;
     use std::io::Read;
 
+    fn zstd(data: &[u8], threads: usize, chunk: usize) -> Vec<u8> {
+        let mut c = Compressor::new(Vec::new(), Compression::Zstd(3), threads).unwrap();
+        for piece in data.chunks(chunk) {
+            c.write_all(piece).unwrap();
+        }
+        c.finish().unwrap()
+    }
+
     #[test]
-    fn random_blocks_are_stored_and_text_is_compressed() {
-        let mut x: u64 = 7;
-        let random: Vec<u8> = (0..GZIP_BLOCK)
-            .map(|_| {
+    fn zstd_bytes_do_not_depend_on_workers_or_chunking() {
+        // Several jobs' worth of half-compressible input, so that workers really split it.
+        let mut x: u64 = 5;
+        let data: Vec<u8> = (0..3 * ZSTD_JOB as usize + 54_321)
+            .map(|i| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x as u8
+                if (i / 4096) % 3 == 0 {
+                    x as u8
+                } else {
+                    b"layer digest config manifest "[i % 29]
+                }
             })
             .collect();
-        assert!(incompressible(&random));
-        let text = b"lorem ipsum dolor sit amet ".repeat(GZIP_BLOCK / 27);
-        assert!(!incompressible(&text));
-        // Random start, compressible rest: still compressed.
-        let mut mixed = random[..GZIP_BLOCK / 4].to_vec();
-        mixed.extend_from_slice(&text[..GZIP_BLOCK * 3 / 4]);
-        assert!(!incompressible(&mixed));
-        // Stored blocks decode like any other.
+        let one = zstd(&data, 1, 1 << 20);
+        for (threads, chunk) in [(2, 999), (3, 1 << 16), (8, data.len())] {
+            assert!(
+                zstd(&data, threads, chunk) == one,
+                "{threads} workers, {chunk}-byte writes"
+            );
+        }
+        assert!(one.len() < data.len() / 2);
+        let mut back = Vec::new();
+        zstd::stream::read::Decoder::new(&one[..])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
+        assert!(back == data, "the frame decodes to its input");
+        for n in [0, 1, 1000] {
+            let z = zstd(&data[..n], 2, 7);
+            let mut back = Vec::new();
+            zstd::stream::read::Decoder::new(&z[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, &data[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod stored_tests {
+    use super::*;
+    use base64::Engine as _;
+    use std::io::Read;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// English-like text: words of a 4,000-word vocabulary drawn with a Zipf-like skew, in
+    /// lines and paragraphs.
+    fn text(n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = Rng(seed | 1);
+        let vocab: Vec<Vec<u8>> = (0..4000)
+            .map(|_| {
+                let len = 2 + (rng.next() % 9) as usize;
+                (0..len)
+                    .map(|_| {
+                        b"etaoinshrdlucmfwypvbgkjqxz"[(rng.next() % 26) as usize % (6 + len * 2)]
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n + 64);
+        let mut col = 0;
+        while out.len() < n {
+            // Zipf-like: the product of two uniforms favours small ranks.
+            let r = ((rng.next() % 4000) * (rng.next() % 4000) / 4000) as usize;
+            out.extend_from_slice(&vocab[r]);
+            col += vocab[r].len() + 1;
+            if col > 72 {
+                out.push(b'\n');
+                col = 0;
+            } else {
+                out.push(b' ');
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
+    fn base64_text(n: usize, seed: u64) -> Vec<u8> {
+        let raw = Rng(seed | 1).bytes(n * 3 / 4 + 3);
+        let mut out = base64::engine::general_purpose::STANDARD
+            .encode(raw)
+            .into_bytes();
+        out.truncate(n);
+        out
+    }
+
+    /// Machine code: this test's own executable (ELF or PE), repeated up to `n` bytes.
+    fn binary(n: usize) -> Vec<u8> {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        exe.iter().copied().cycle().take(n).collect()
+    }
+
+    fn ours(data: &[u8]) -> Vec<u8> {
         let mut g = ParallelGzip::new(Vec::new(), 6, 2);
-        g.write_all(&random).unwrap();
-        g.write_all(&text).unwrap();
+        g.write_all(data).unwrap();
         let gz = g.finish().unwrap();
-        assert!(gz.len() < random.len() + text.len() / 10);
         let mut back = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut back)
             .unwrap();
-        assert_eq!(back.len(), random.len() + text.len());
-        assert!(back[..random.len()] == random[..] && back[random.len()..] == text[..]);
+        assert!(back == data, "the gzip stream decodes to its input");
+        gz
+    }
+
+    /// Plain single-stream gzip -6 (flate2, the same deflate as ours, one call).
+    fn reference(data: &[u8]) -> usize {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(data).unwrap();
+        e.finish().unwrap().len()
+    }
+
+    /// `gzip -6 -c`, when the system has it.
+    fn system_gzip(data: &[u8]) -> Option<usize> {
+        let mut child = std::process::Command::new("gzip")
+            .args(["-6", "-c"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut stdin = child.stdin.take()?;
+        let input = data.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().ok()?;
+        writer.join().ok()?.ok()?;
+        out.status.success().then_some(out.stdout.len())
+    }
+
+    #[test]
+    fn every_kind_of_content_keeps_gzip_6_ratio() {
+        const N: usize = 3 * GZIP_BLOCK + 4321;
+        let mut rng = Rng(99);
+        let kinds: [(&str, Vec<u8>); 4] = [
+            ("text", text(N, 1)),
+            ("base64", base64_text(N, 2)),
+            ("binary", binary(N)),
+            ("random", rng.bytes(N)),
+        ];
+        for (name, data) in &kinds {
+            let gz = ours(data).len() as f64;
+            let flate = reference(data) as f64;
+            assert!(
+                gz <= flate * 1.01,
+                "{name}: {gz} bytes against {flate} from one gzip -6 stream"
+            );
+            // GNU gzip -6 (zlib's lazy matcher with a 3-byte hash) finds the 3-byte matches
+            // machine code is full of, which zlib-rs below level 9 (a 4-byte hash) does not:
+            // that is the deflate engine, not the blocks, and costs binaries 1.5–7%.
+            if let Some(sys) = system_gzip(data) {
+                let sys = sys as f64;
+                let slack = if *name == "binary" { 1.08 } else { 1.01 };
+                assert!(
+                    gz <= sys * slack,
+                    "{name}: {gz} bytes against {sys} from gzip -6"
+                );
+            }
+        }
+        // The ratios are what the content allows, not a stored copy.
+        let ratio = |k: usize| ours(&kinds[k].1).len() as f64 / N as f64;
+        assert!(ratio(0) < 0.5, "text {}", ratio(0));
+        assert!(ratio(1) < 0.78, "base64 {}", ratio(1));
+        assert!(ratio(2) < 0.7, "binary {}", ratio(2));
+        assert!(ratio(3) < 1.001, "random {}", ratio(3));
+    }
+
+    #[test]
+    fn random_segments_are_stored_and_everything_else_is_judged_by_what_deflate_saves() {
+        let mut rng = Rng(7);
+        let random = rng.bytes(SEGMENT);
+        assert!(store_segment(&random, 0));
+        assert!(!store_segment(&text(SEGMENT, 3), 0));
+        assert!(!store_segment(&base64_text(SEGMENT, 4), 0), "base64");
+        let hex: Vec<u8> = random
+            .iter()
+            .flat_map(|b| {
+                [
+                    b"0123456789abcdef"[(b >> 4) as usize],
+                    b"0123456789abcdef"[(b & 15) as usize],
+                ]
+            })
+            .take(SEGMENT)
+            .collect();
+        assert!(!store_segment(&hex, 0), "hex");
+        // Random bytes that repeat within deflate's window: no Huffman gain, all LZ77 gain.
+        let chunk = rng.bytes(12 * 1024);
+        let repeated: Vec<u8> = chunk.iter().copied().cycle().take(SEGMENT).collect();
+        assert!(!store_segment(&repeated, 0));
+        // Small compressed files stored several times (a 2 KiB icon four times, in random
+        // surroundings): 6 KiB of repeats in 64 KiB.
+        let icon = rng.bytes(2048);
+        let mut icons = rng.bytes(SEGMENT);
+        for k in 0..4 {
+            let at = 1000 + k * 15_000;
+            icons[at..at + 2048].copy_from_slice(&icon);
+        }
+        assert!(!store_segment(&icons, 0), "repeated small files");
+        assert!(repeated_bytes(&icons, 0) >= 3 * 2048 - 64);
+        assert!(repeated_bytes(&random, 0) == 0);
+        // A random segment that repeats the 32 KiB before it.
+        let mut window = rng.bytes(GZIP_WINDOW);
+        let again = window.clone();
+        window.extend_from_slice(&again);
+        window.extend_from_slice(&again);
+        assert!(!store_segment(&window, GZIP_WINDOW));
+        // Repeats further than 32 KiB away are out of deflate's reach.
+        let mut far = rng.bytes(GZIP_WINDOW + 1024);
+        far.extend_from_within(..SEGMENT / 2);
+        let tail = rng.bytes(SEGMENT - SEGMENT / 2);
+        far.extend_from_slice(&tail);
+        assert!(store_segment(&far, GZIP_WINDOW + 1024));
+        // Short segments are always deflated.
+        assert!(!store_segment(&random[..MIN_JUDGED - 1], 0));
+    }
+
+    #[test]
+    fn stored_and_deflated_runs_interleave_in_one_valid_stream() {
+        let mut rng = Rng(11);
+        // Segments alternating between random and text, at and off segment boundaries, over
+        // several blocks, with a random tail that ends the stream in a stored block.
+        let mut data = Vec::new();
+        for i in 0..40 {
+            let len = SEGMENT + (i * 7919) % (SEGMENT / 2);
+            if i % 3 == 0 {
+                data.extend_from_slice(&text(len, i as u64 + 1));
+            } else {
+                data.extend_from_slice(&rng.bytes(len));
+            }
+        }
+        data.extend_from_slice(&rng.bytes(SEGMENT * 2 + 17));
+        let gz = ours(&data);
+        let expected = reference(&data) as f64;
+        assert!(
+            (gz.len() as f64) < expected * 1.01,
+            "{} vs {expected}",
+            gz.len()
+        );
+        // The same bytes whatever the thread count and the write sizes.
+        let mut g = ParallelGzip::new(Vec::new(), 6, 1);
+        for c in data.chunks(10_007) {
+            g.write_all(c).unwrap();
+        }
+        assert!(g.finish().unwrap() == gz);
+        // A stream that is random throughout is stored but for the headers.
+        let random = rng.bytes(2 * GZIP_BLOCK);
+        let gz = ours(&random);
+        assert!(
+            gz.len() < random.len() + random.len() / 10_000 + 64,
+            "{}",
+            gz.len()
+        );
+        #[cfg(unix)]
+        {
+            let mut child = std::process::Command::new("gzip")
+                .arg("-t")
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(&gz).unwrap();
+            assert!(child.wait().unwrap().success(), "gzip -t");
+        }
+    }
+
+    #[test]
+    fn log2_and_entropy_agree_with_libm() {
+        for x in [1.0, 2.0, 3.0, 1000.0, 65536.0, 65535.0, 1e9, 1.5, 0.75] {
+            assert!((log2(x) - x.log2()).abs() < 1e-11, "log2({x})");
+        }
+        assert!(log2(1.0) == 0.0 && log2(1024.0) == 10.0);
+        let uniform: Vec<u8> = (0..=255u8).cycle().take(SEGMENT).collect();
+        assert!((entropy_bits(&uniform) - 8.0).abs() < 1e-9);
+        assert!(entropy_bits(&[7u8; 5000]).abs() < 1e-9);
+        let two: Vec<u8> = (0..5000).map(|i| (i % 2) as u8).collect();
+        assert!((entropy_bits(&two) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stored_blocks_are_written_as_the_format_says() {
+        let mut out = Vec::new();
+        write_stored(&mut out, &[7u8; 70_000], true);
+        // Two blocks: 65,535 bytes, then 4,465 with BFINAL set.
+        assert_eq!(&out[..5], &[0, 0xff, 0xff, 0, 0]);
+        let second = 5 + 0xffff;
+        assert_eq!(out[second], 1);
+        assert_eq!(u16::from_le_bytes([out[second + 1], out[second + 2]]), 4465);
+        assert_eq!(out.len(), 70_000 + 10);
+        let mut back = Vec::new();
+        flate2::read::DeflateDecoder::new(&out[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, vec![7u8; 70_000]);
     }
 }
