@@ -42,6 +42,7 @@ fn settings(context: &Path, no_cache: bool) -> BuildSettings {
         secrets: Default::default(),
         ssh: Default::default(),
         allow_insecure: false,
+        engine: Default::default(),
     }
 }
 

@@ -398,6 +398,45 @@ impl<W: Write> LayerWriter<W> {
         self.write(header, content)
     }
 
+    /// Appends an entry another Windows exporter wrote (a Docker engine's diff, the Host
+    /// Compute Service's export), at its exact tar path (`Files/…`, `Hives/…`), keeping its
+    /// own Windows records (attributes, security descriptor, times) when it has them; an
+    /// entry without `MSWINDOWS.fileattr` is decorated as [`Self::append_at`] does. Names are
+    /// checked and parents synthesized as for [`Self::append_at`]. Linux layers take the
+    /// entry as [`Self::append`] does.
+    pub fn append_verbatim(
+        &mut self,
+        mut header: Header,
+        content: Option<&mut dyn Read>,
+    ) -> io::Result<()> {
+        if !self.windows() {
+            return self.append(header, content, false);
+        }
+        if !header.pax.contains_key(windows::PAX_FILEATTR) {
+            return self.append_at(header, content);
+        }
+        self.start()?;
+        let given = header.path.clone();
+        let path = header.path.trim_matches('/').to_string();
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c == ".." || c == "." || c.is_empty())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{given}` is not a relative tar path"),
+            ));
+        }
+        header.path = path;
+        header.mtime = self.clamp(header.mtime);
+        if self.admit(&given, &mut header)? {
+            return Ok(());
+        }
+        self.parents(&given, &header.path, header.mtime)?;
+        self.write(header, content)
+    }
+
     /// In a layer with parents the importer clones the parent's utility VM for the
     /// `UtilityVM` entry and has no file to write a descriptor to: write it without one, as
     /// the exporter does (it reads paths outside `Files` without security).
