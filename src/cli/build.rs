@@ -659,14 +659,16 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
             runtime: args
                 .runtime
                 .as_deref()
-                .map(|r| r.parse().map_err(|e: String| CliError::Usage(format!("--runtime: {e}"))))
+                .map(|r| {
+                    r.parse()
+                        .map_err(|e: String| CliError::Usage(format!("--runtime: {e}")))
+                })
                 .transpose()?,
-            isolation: args
-                .isolation
-                .parse()
-                .map_err(|e: crate::image::compat::IsolationError| {
+            isolation: args.isolation.parse().map_err(
+                |e: crate::image::compat::IsolationError| {
                     CliError::Usage(format!("--isolation: {e}"))
-                })?,
+                },
+            )?,
             docker_host: args.docker_host.clone(),
             memory: args.memory.as_deref().map(parse_memory).transpose()?,
             cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,

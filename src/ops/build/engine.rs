@@ -147,12 +147,15 @@ pub(super) fn isolation(
             (_, asked) => Some(asked),
         });
     }
-    let host = rt.windows_host().map_err(|e| e.to_string())?.ok_or_else(|| {
-        format!(
-            "{} does not say which Windows host it runs on, so no isolation can be chosen",
-            rt.name()
-        )
-    })?;
+    let host = rt
+        .windows_host()
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "{} does not say which Windows host it runs on, so no isolation can be chosen",
+                rt.name()
+            )
+        })?;
     let image = state
         .config
         .os_version
@@ -226,9 +229,9 @@ fn skipped(path: &str, skip: &[String], windows: bool) -> bool {
         }
     };
     let p = norm(path.trim_matches('/'));
-    skip.iter().map(|s| norm(s.trim_matches('/'))).any(|s| {
-        !s.is_empty() && (p == s || p.starts_with(&format!("{s}/")))
-    })
+    skip.iter()
+        .map(|s| norm(s.trim_matches('/')))
+        .any(|s| !s.is_empty() && (p == s || p.starts_with(&format!("{s}/"))))
 }
 
 /// Re-writes a layer tar a runtime's differ made into `w`: whiteouts and opaque markers as
@@ -255,7 +258,9 @@ pub(super) fn write_engine_layer<W: Write>(
         let (inner, files) = if windows {
             match path.split_once('/') {
                 Some((top, rest)) if top.eq_ignore_ascii_case("Files") => (rest.to_string(), true),
-                None if path.eq_ignore_ascii_case("Files") || path.eq_ignore_ascii_case("Hives") => {
+                None if path.eq_ignore_ascii_case("Files")
+                    || path.eq_ignore_ascii_case("Hives") =>
+                {
                     continue;
                 }
                 _ => (path.clone(), false),
@@ -373,7 +378,10 @@ mod tests {
         assert!(paths.contains(&"etc/new"), "{paths:?}");
         assert!(paths.contains(&"etc/.wh.gone"), "{paths:?}");
         assert!(paths.contains(&"var/cache/.wh..wh..opq"), "{paths:?}");
-        assert!(!paths.iter().any(|p| p.starts_with("run/secrets")), "{paths:?}");
+        assert!(
+            !paths.iter().any(|p| p.starts_with("run/secrets")),
+            "{paths:?}"
+        );
         // The parent of the opaque marker was synthesized.
         assert!(paths.contains(&"var/cache"), "{paths:?}");
     }
@@ -384,22 +392,50 @@ mod tests {
         let input = tar_of(&[
             ("Files", Kind::Dir, b"", &[("MSWINDOWS.fileattr", "16")]),
             ("Hives", Kind::Dir, b"", &[("MSWINDOWS.fileattr", "16")]),
-            ("Hives/Software_Delta", Kind::File, b"regf", &[("MSWINDOWS.fileattr", "32")]),
-            ("Files/app", Kind::Dir, b"", &[("MSWINDOWS.fileattr", "16"), ("MSWINDOWS.rawsd", sd)]),
-            ("Files/app/x.txt", Kind::File, b"x", &[("MSWINDOWS.fileattr", "33"), ("MSWINDOWS.rawsd", sd)]),
+            (
+                "Hives/Software_Delta",
+                Kind::File,
+                b"regf",
+                &[("MSWINDOWS.fileattr", "32")],
+            ),
+            (
+                "Files/app",
+                Kind::Dir,
+                b"",
+                &[("MSWINDOWS.fileattr", "16"), ("MSWINDOWS.rawsd", sd)],
+            ),
+            (
+                "Files/app/x.txt",
+                Kind::File,
+                b"x",
+                &[("MSWINDOWS.fileattr", "33"), ("MSWINDOWS.rawsd", sd)],
+            ),
             ("Files/Windows/.wh.old.log", Kind::File, b"", &[]),
-            ("Files/cache/data", Kind::File, b"c", &[("MSWINDOWS.fileattr", "32")]),
+            (
+                "Files/cache/data",
+                Kind::File,
+                b"c",
+                &[("MSWINDOWS.fileattr", "32")],
+            ),
         ]);
         let got = rewrite(&input, Format::Windows, &["cache"]).unwrap();
         let find = |p: &str| got.iter().find(|h| h.path == p);
         let x = find("Files/app/x.txt").expect("the file");
-        assert_eq!(x.pax.get("MSWINDOWS.fileattr").map(String::as_str), Some("33"));
+        assert_eq!(
+            x.pax.get("MSWINDOWS.fileattr").map(String::as_str),
+            Some("33")
+        );
         assert_eq!(x.pax.get("MSWINDOWS.rawsd").map(String::as_str), Some(sd));
         assert!(find("Hives/Software_Delta").is_some());
         assert!(find("Files/Windows/.wh.old.log").is_some());
         assert!(find("Files/cache/data").is_none());
         // A path NTFS cannot hold is refused, naming the entry.
-        let bad = tar_of(&[("Files/a:b|c", Kind::File, b"", &[("MSWINDOWS.fileattr", "32")])]);
+        let bad = tar_of(&[(
+            "Files/a:b|c",
+            Kind::File,
+            b"",
+            &[("MSWINDOWS.fileattr", "32")],
+        )]);
         let e = rewrite(&bad, Format::Windows, &[]).unwrap_err();
         assert!(e.to_string().contains("Files/a:b|c"), "{e}");
         let opq = tar_of(&[("Files/d/.wh..wh..opq", Kind::File, b"", &[])]);

@@ -90,7 +90,9 @@ impl std::str::FromStr for RuntimeKind {
             "oci" => Ok(RuntimeKind::Oci),
             "hcs" => Ok(RuntimeKind::Hcs),
             "docker" => Ok(RuntimeKind::Docker),
-            _ => Err(format!("unknown runtime `{s}`: expected oci, hcs or docker")),
+            _ => Err(format!(
+                "unknown runtime `{s}`: expected oci, hcs or docker"
+            )),
         }
     }
 }

@@ -54,7 +54,10 @@ pub struct Endpoint {
     pub address: Address,
     /// How it was written (for messages).
     pub display: String,
-    tls: Option<(Arc<rustls::ClientConfig>, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -72,7 +75,9 @@ pub fn parse_address(s: &str, tls: bool) -> Result<Address, String> {
     let s = s.trim();
     if let Some(p) = s.strip_prefix("unix://") {
         if p.is_empty() || !p.starts_with('/') {
-            return Err(format!("docker host `{s}`: a unix socket needs an absolute path"));
+            return Err(format!(
+                "docker host `{s}`: a unix socket needs an absolute path"
+            ));
         }
         return Ok(Address::Unix(PathBuf::from(p)));
     }

@@ -295,7 +295,11 @@ pub fn send(
                 io::ErrorKind::InvalidData,
                 format!(
                     "not an HTTP response: `{}`",
-                    status_line.chars().take(80).collect::<String>().escape_debug()
+                    status_line
+                        .chars()
+                        .take(80)
+                        .collect::<String>()
+                        .escape_debug()
                 ),
             )
         })?;
@@ -318,8 +322,7 @@ pub fn send(
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let framing = if status == 101 || (upgrade && status == 200) {
         Framing::Close
-    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         Framing::Chunked
     } else if let Some(l) = get("content-length") {
         Framing::Length(l.parse().map_err(|_| {
@@ -438,10 +441,20 @@ mod tests {
         assert!(e.to_string().contains("not an HTTP response"), "{e}");
         let (c, _) = canned(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
         let r = send(c, "d", "GET", "/x", ReqBody::None, false).unwrap();
-        assert!(r.read_all(100).unwrap_err().to_string().contains("chunk size"));
+        assert!(
+            r.read_all(100)
+                .unwrap_err()
+                .to_string()
+                .contains("chunk size")
+        );
         let (c, _) = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n123456789");
         let r = send(c, "d", "GET", "/x", ReqBody::None, false).unwrap();
-        assert!(r.read_all(4).unwrap_err().to_string().contains("longer than 4"));
+        assert!(
+            r.read_all(4)
+                .unwrap_err()
+                .to_string()
+                .contains("longer than 4")
+        );
         assert_eq!(encode("a b/c=d"), "a%20b%2Fc%3Dd");
     }
 }

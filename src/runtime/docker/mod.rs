@@ -17,7 +17,7 @@ pub mod http;
 pub mod stream;
 
 use super::{
-    Changes, MountKind, Needs, OutputStream, RunOutcome, Runtime, RuntimeError, Rootfs, Step,
+    Changes, MountKind, Needs, OutputStream, Rootfs, RunOutcome, Runtime, RuntimeError, Step,
     Timings,
 };
 use crate::image::{Isolation, Sku, WindowsHost, WindowsVersion};
@@ -138,9 +138,11 @@ struct Cleanup<'a> {
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if let Some(c) = self.container.take() {
-            let _ = self
-                .rt
-                .request("DELETE", &format!("/containers/{c}?force=1&v=1"), ReqBody::None);
+            let _ = self.rt.request(
+                "DELETE",
+                &format!("/containers/{c}?force=1&v=1"),
+                ReqBody::None,
+            );
         }
         if let Some(i) = self.image.take() {
             let _ = self.rt.request(
@@ -163,7 +165,13 @@ impl DockerRuntime {
             server_version: String::new(),
             info: Value::Null,
         };
-        let (_, version) = rt.json("GET", "/version", ReqBody::None, &[200], "asking its version")?;
+        let (_, version) = rt.json(
+            "GET",
+            "/version",
+            ReqBody::None,
+            &[200],
+            "asking its version",
+        )?;
         let max = version["ApiVersion"].as_str().unwrap_or("").to_string();
         if max.is_empty() {
             return Err(rt.err("asking its version: no ApiVersion in the answer".into()));
@@ -171,7 +179,13 @@ impl DockerRuntime {
         rt.api = negotiate(&max, version["MinAPIVersion"].as_str()).map_err(|m| rt.err(m))?;
         rt.os_type = version["Os"].as_str().unwrap_or("linux").to_string();
         rt.server_version = version["Version"].as_str().unwrap_or("?").to_string();
-        let (_, info) = rt.json("GET", "/info", ReqBody::None, &[200], "asking about its host")?;
+        let (_, info) = rt.json(
+            "GET",
+            "/info",
+            ReqBody::None,
+            &[200],
+            "asking about its host",
+        )?;
         rt.info = info;
         Ok(rt)
     }
@@ -256,7 +270,13 @@ impl DockerRuntime {
             return Ok(None);
         };
         let inspect = format!("/images/{}/json", http::encode(&img.id));
-        let (status, _) = self.json("GET", &inspect, ReqBody::None, &[200, 404], "looking up the parent image")?;
+        let (status, _) = self.json(
+            "GET",
+            &inspect,
+            ReqBody::None,
+            &[200, 404],
+            "looking up the parent image",
+        )?;
         if status == 200 {
             return Ok(Some(img.id.clone()));
         }
@@ -297,8 +317,15 @@ impl DockerRuntime {
         &self,
         step: &Step,
         rootfs: &Rootfs,
-    ) -> Result<(Vec<Value>, serde_json::Map<String, Value>, Vec<String>, SecretFiles), RuntimeError>
-    {
+    ) -> Result<
+        (
+            Vec<Value>,
+            serde_json::Map<String, Value>,
+            Vec<String>,
+            SecretFiles,
+        ),
+        RuntimeError,
+    > {
         let windows = self.os_type == "windows";
         let mut binds = Vec::new();
         let mut tmpfs = serde_json::Map::new();
@@ -318,9 +345,7 @@ impl DockerRuntime {
             }
         };
         for (i, m) in step.mounts.iter().enumerate() {
-            let bind = |source: &std::path::Path, ro: bool| {
-                json!({"Type": "bind", "Source": source.to_string_lossy(), "Target": m.target, "ReadOnly": ro})
-            };
+            let bind = |source: &std::path::Path, ro: bool| json!({"Type": "bind", "Source": source.to_string_lossy(), "Target": m.target, "ReadOnly": ro});
             match &m.kind {
                 MountKind::Bind { source } => {
                     local("bind", &m.target)?;
@@ -349,7 +374,12 @@ impl DockerRuntime {
                 MountKind::SecretEnv { name, data } => {
                     env.push(format!("{name}={}", String::from_utf8_lossy(data)));
                 }
-                MountKind::Secret { data, mode, uid, gid } => {
+                MountKind::Secret {
+                    data,
+                    mode,
+                    uid,
+                    gid,
+                } => {
                     local("secret", &m.target)?;
                     // On Linux a tmpfs of the host's, so the value never reaches a disk.
                     let base = if std::path::Path::new("/dev/shm").is_dir() {
@@ -377,8 +407,10 @@ impl DockerRuntime {
                     #[cfg(unix)]
                     {
                         use std::os::unix::fs::PermissionsExt;
-                        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-                        let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode));
+                        let _ =
+                            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+                        let _ =
+                            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode));
                         let _ = std::os::unix::fs::chown(&file, Some(*uid), Some(*gid));
                     }
                     #[cfg(not(unix))]
@@ -572,11 +604,7 @@ impl Runtime for DockerRuntime {
         let mut system_errors = Vec::new();
         loop {
             if step.cancel.is_cancelled() {
-                let _ = self.request(
-                    "POST",
-                    &format!("/containers/{id}/kill"),
-                    ReqBody::None,
-                );
+                let _ = self.request("POST", &format!("/containers/{id}/kill"), ReqBody::None);
                 drop(rx);
                 let _ = reader.join();
                 return Err(RuntimeError::Cancelled);
@@ -618,7 +646,10 @@ impl Runtime for DockerRuntime {
             "waiting for the container",
         )?;
         timings.runtime = run_started.elapsed();
-        if let Some(m) = waited["Error"]["Message"].as_str().filter(|m| !m.is_empty()) {
+        if let Some(m) = waited["Error"]["Message"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+        {
             return Err(self.err(format!("the container failed: {m}")));
         }
         if let Some(e) = system_errors.first() {
@@ -650,7 +681,11 @@ impl Runtime for DockerRuntime {
             )?;
             let layers: Vec<String> = inspected["RootFS"]["Layers"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|l| l.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             let parents = rootfs.image.as_ref().map(|i| i.diff_ids.len()).unwrap_or(0);
             let Some(top) = layers.last().filter(|_| layers.len() > parents).cloned() else {
@@ -661,7 +696,11 @@ impl Runtime for DockerRuntime {
             };
             let what = format!("saving the committed image {new}");
             let r = self
-                .request("GET", &format!("/images/{}/get", http::encode(&new)), ReqBody::None)
+                .request(
+                    "GET",
+                    &format!("/images/{}/get", http::encode(&new)),
+                    ReqBody::None,
+                )
                 .map_err(|e| self.io_err(&what, e))?;
             if r.status != 200 {
                 let s = r.status;
@@ -669,8 +708,7 @@ impl Runtime for DockerRuntime {
                 return Err(self.err(format!("{what}: {}", engine_message(s, &b))));
             }
             let tar = rootfs.scratch.join("engine-layer.tar");
-            archive::extract_layer(r.into_body(), &top, &tar)
-                .map_err(|e| self.io_err(&what, e))?;
+            archive::extract_layer(r.into_body(), &top, &tar).map_err(|e| self.io_err(&what, e))?;
             Changes::Layer { tar, skip }
         } else {
             // Nothing to take: a failed step makes no layer.
