@@ -90,6 +90,8 @@ pub struct LayerWriter<W: Write> {
     /// Windows: the case-folded tar paths this layer's whiteouts delete.
     deleted: HashSet<String>,
     started: bool,
+    /// The tar path of the last regular file written (its alternate data streams may follow).
+    last_file: Option<String>,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -104,6 +106,7 @@ impl<W: Write> LayerWriter<W> {
             names: HashMap::new(),
             deleted: HashSet::new(),
             started: false,
+            last_file: None,
         })
     }
 
@@ -359,6 +362,7 @@ impl<W: Write> LayerWriter<W> {
             header.size = 0;
         }
         self.remember(&header.path, header.kind == Kind::Dir);
+        self.last_file = (header.kind == Kind::File).then(|| header.path.clone());
         let style = self.style();
         write_entry_styled(&mut self.tar, &header, style, content)?;
         Ok(())
@@ -430,6 +434,18 @@ impl<W: Write> LayerWriter<W> {
         }
         header.path = path;
         header.mtime = self.clamp(header.mtime);
+        // An alternate data stream of the file just written (`Files/x:stream`), as the
+        // exporter writes one.
+        if let Some((base, stream)) = header.path.rsplit_once(':')
+            && header.kind == Kind::File
+            && self.last_file.as_deref() == Some(base)
+            && !stream.is_empty()
+            && !stream.contains(['/', '\\', ':', '*', '?', '"', '<', '>', '|'])
+        {
+            let style = self.style();
+            write_entry_styled(&mut self.tar, &header, style, content)?;
+            return Ok(());
+        }
         if self.admit(&given, &mut header)? {
             return Ok(());
         }

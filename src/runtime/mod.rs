@@ -68,6 +68,9 @@ pub struct ParentImage {
     pub id: String,
     /// The layers' diff_ids, bottom first.
     pub diff_ids: Vec<String>,
+    /// The layer blobs (any compression), bottom first, for runtimes that import layers
+    /// themselves (the Host Compute Service).
+    pub layers: Vec<LayerBlob>,
     /// `linux` or `windows`.
     pub os: String,
     /// `os.version` of a Windows image.
@@ -75,6 +78,15 @@ pub struct ParentImage {
     /// Streams the image as `wcbuild save --format docker` writes it (its name is the
     /// archive's only tag, if any).
     pub save: Arc<SaveFn>,
+}
+
+/// One parent layer as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// `sha256:…` of the uncompressed tar.
+    pub diff_id: String,
+    /// The blob's file.
+    pub path: PathBuf,
 }
 
 impl std::fmt::Debug for ParentImage {

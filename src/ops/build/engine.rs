@@ -93,7 +93,7 @@ pub(super) fn runtime(
                         .into(),
                 );
             }
-            runtime::hcs::host_runtime().map_err(|e| e.to_string())?
+            hcs_runtime(ctx)?
         }
     };
     ctx.reporter.event(Event::Note {
@@ -103,6 +103,28 @@ pub(super) fn runtime(
     ctx.engine.runtimes.push((kind, rt.clone()));
     Ok(rt)
 }
+
+/// The Host Compute Service on this host, importing parent layers into the store
+/// (`hcs/layers/`). Off Windows, `WCBUILD_HCS_FAKE=1` gives the checking fake instead (a
+/// test and CI override, like `WCBUILD_HOST_WINDOWS_VERSION`, so the Windows step path
+/// runs through the binary on any machine): its processes print their command line and
+/// write it to `C:\wcbuild-fake-step.json`.
+fn hcs_runtime(ctx: &Ctx<'_>) -> Result<Arc<dyn Runtime>, String> {
+    let root = ctx.store.root().join("hcs").join("layers");
+    let host = crate::ops::host::windows_host().map_err(|e| e.to_string())?;
+    if !cfg!(windows) && std::env::var_os(ENV_HCS_FAKE).is_some_and(|v| v == "1") {
+        let api = runtime::hcs::fake::FakeHcs::new(runtime::hcs::fake::FakeScript {
+            stdout: b"fake hcs: the step ran\n".to_vec(),
+            record_params: Some("wcbuild-fake-step.json".into()),
+            ..Default::default()
+        });
+        return Ok(Arc::new(runtime::hcs::HcsRuntime::new(api, root, host)));
+    }
+    runtime::hcs::host_runtime(root, host).map_err(|e| e.to_string())
+}
+
+/// Off Windows, `1` makes `--runtime hcs` use the checking fake (tests and CI).
+pub(crate) const ENV_HCS_FAKE: &str = "WCBUILD_HCS_FAKE";
 
 /// The OCI runtime for this build's Linux RUN steps, probed once.
 fn oci_runtime(ctx: &mut Ctx<'_>) -> Result<Arc<dyn Runtime>, String> {
@@ -209,9 +231,17 @@ pub(super) fn parent_image(ctx: &Ctx<'_>, state: &StageState) -> Result<ParentIm
         )
         .map_err(io::Error::other)
     };
+    let mut layers = Vec::new();
+    for (l, diff_id) in state.layers.iter().zip(&state.config.rootfs.diff_ids) {
+        layers.push(runtime::LayerBlob {
+            diff_id: diff_id.clone(),
+            path: ctx.store.blob_path(&l.digest).map_err(|e| e.to_string())?,
+        });
+    }
     Ok(ParentImage {
         id: config_digest,
         diff_ids: state.config.rootfs.diff_ids.clone(),
+        layers,
         os: state.config.os.clone(),
         os_version: state.config.os_version.clone(),
         save: Arc::new(save),
