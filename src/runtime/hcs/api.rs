@@ -65,7 +65,8 @@ pub trait HcsApi: Send + Sync {
     fn start_compute_system(&self, system: Handle, options: &str) -> Result<(), HcsError>;
     /// `HcsCreateProcess(system, processParameters, …)`, waited for with its process
     /// information (the pipes).
-    fn create_process(&self, system: Handle, params: &str) -> Result<(Handle, ProcessIo), HcsError>;
+    fn create_process(&self, system: Handle, params: &str)
+    -> Result<(Handle, ProcessIo), HcsError>;
     /// `HcsWaitForProcessExit(process, timeoutMs, &result)`: the exit code from the
     /// result's `ExitCode`.
     fn wait_for_process_exit(&self, process: Handle, timeout_ms: u32) -> Result<i32, HcsError>;

@@ -240,7 +240,10 @@ mod tests {
         let deep = format!(r"C:\{}", "d\\".repeat(140));
         assert!(long_path(&deep).starts_with(r"\\?\C:\"));
         assert_eq!(long_path(r"C:\short"), r"C:\short");
-        assert!(long_path(&format!(r"\\server\share\{}", "x".repeat(300))).starts_with(r"\\?\UNC\server"));
+        assert!(
+            long_path(&format!(r"\\server\share\{}", "x".repeat(300)))
+                .starts_with(r"\\?\UNC\server")
+        );
         let id = layer_id("abc");
         assert!(is_guid(&id), "{id}");
         assert_eq!(id, layer_id("abc"));
@@ -252,8 +255,14 @@ mod tests {
     #[test]
     fn documents_for_both_isolations() {
         let layers = vec![
-            LayerRef { path: r"C:\l\top".into(), id: layer_id("top") },
-            LayerRef { path: r"C:\l\base".into(), id: layer_id("base") },
+            LayerRef {
+                path: r"C:\l\top".into(),
+                id: layer_id("top"),
+            },
+            LayerRef {
+                path: r"C:\l\base".into(),
+                id: layer_id("base"),
+            },
         ];
         let mut d = ContainerDoc {
             name: layer_id("c"),
@@ -263,7 +272,11 @@ mod tests {
             volume: Some(r"\\?\Volume{1234}\".into()),
             layers,
             utility_vm: None,
-            mapped: vec![MappedDir { host: r"C:\cache".into(), container: r"C:\cache".into(), readonly: false }],
+            mapped: vec![MappedDir {
+                host: r"C:\cache".into(),
+                container: r"C:\cache".into(),
+                readonly: false,
+            }],
             memory_mb: None,
             processors: None,
         };

@@ -169,7 +169,11 @@ impl FakeHcs {
                 left.push(format!("writable layer `{}` not destroyed", w.path));
             }
         }
-        if left.is_empty() { Ok(()) } else { Err(left.join("; ")) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(left.join("; "))
+        }
     }
 
     /// Records the call; on a broken rule records it and fails.
@@ -193,11 +197,17 @@ impl FakeHcs {
 
 /// Checks schema 2.1 layer data: ids, absolute imported paths, topmost first.
 fn check_layer_data(st: &State, data: &str) -> Result<Value, String> {
-    let v: Value = serde_json::from_str(data).map_err(|e| format!("layer data is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_str(data).map_err(|e| format!("layer data is not JSON: {e}"))?;
     if v["SchemaVersion"] != serde_json::json!({"Major": 2, "Minor": 1}) {
-        return Err(format!("layer data SchemaVersion is not 2.1: {}", v["SchemaVersion"]));
+        return Err(format!(
+            "layer data SchemaVersion is not 2.1: {}",
+            v["SchemaVersion"]
+        ));
     }
-    let layers = v["Layers"].as_array().ok_or("layer data has no Layers array")?;
+    let layers = v["Layers"]
+        .as_array()
+        .ok_or("layer data has no Layers array")?;
     let mut last: Option<usize> = None;
     for l in layers {
         let id = l["Id"].as_str().unwrap_or("");
@@ -208,7 +218,10 @@ fn check_layer_data(st: &State, data: &str) -> Result<Value, String> {
         if l["PathType"] != "AbsolutePath" || !abs(path) {
             return Err(format!("layer Path `{path}` is not an absolute path"));
         }
-        let base = Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let base = Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if id != docs::layer_id(&base) {
             return Err(format!("layer Id `{id}` is not the id of `{path}`"));
         }
@@ -247,26 +260,32 @@ impl HcsApi for FakeHcs {
 
     fn import_layer(&self, layer: &str, source: &str, layer_data: &str) -> Result<(), HcsError> {
         let mut st = self.st();
-        self.check(&mut st, "HcsImportLayer", &[layer, source, layer_data], |st| {
-            if !abs(layer) || !abs(source) {
-                return Err("paths must be absolute".into());
-            }
-            if st.imported.iter().any(|p| p == layer) {
-                return Err(format!("`{layer}` is imported already"));
-            }
-            if !Path::new(source).join("Files").is_dir() {
-                return Err(format!("`{source}` has no Files folder"));
-            }
-            let v = check_layer_data(st, layer_data)?;
-            // The parents named are every layer imported before it in this chain.
-            let n = v["Layers"].as_array().map(Vec::len).unwrap_or(0);
-            if n == 0 && !st.imported.is_empty() && st.base.is_empty() {
-                return Err("a base layer was imported without HcsSetupBaseOSLayer".into());
-            }
-            copy_dir(Path::new(source), Path::new(layer)).map_err(|e| format!("copying `{source}`: {e}"))?;
-            st.imported.push(layer.to_string());
-            Ok(())
-        })
+        self.check(
+            &mut st,
+            "HcsImportLayer",
+            &[layer, source, layer_data],
+            |st| {
+                if !abs(layer) || !abs(source) {
+                    return Err("paths must be absolute".into());
+                }
+                if st.imported.iter().any(|p| p == layer) {
+                    return Err(format!("`{layer}` is imported already"));
+                }
+                if !Path::new(source).join("Files").is_dir() {
+                    return Err(format!("`{source}` has no Files folder"));
+                }
+                let v = check_layer_data(st, layer_data)?;
+                // The parents named are every layer imported before it in this chain.
+                let n = v["Layers"].as_array().map(Vec::len).unwrap_or(0);
+                if n == 0 && !st.imported.is_empty() && st.base.is_empty() {
+                    return Err("a base layer was imported without HcsSetupBaseOSLayer".into());
+                }
+                copy_dir(Path::new(source), Path::new(layer))
+                    .map_err(|e| format!("copying `{source}`: {e}"))?;
+                st.imported.push(layer.to_string());
+                Ok(())
+            },
+        )
     }
 
     fn setup_base_os_layer(&self, layer: &str, options: &str) -> Result<(), HcsError> {
@@ -277,50 +296,82 @@ impl HcsApi for FakeHcs {
             }
             let o: Value = serde_json::from_str(options).map_err(|e| format!("options: {e}"))?;
             if o["Type"] != "Container" {
-                return Err(format!("options Type is {} (a container base is \"Container\")", o["Type"]));
+                return Err(format!(
+                    "options Type is {} (a container base is \"Container\")",
+                    o["Type"]
+                ));
             }
             st.base.push(layer.to_string());
             Ok(())
         })
     }
 
-    fn initialize_writable_layer(&self, writable: &str, layer_data: &str, options: &str) -> Result<(), HcsError> {
+    fn initialize_writable_layer(
+        &self,
+        writable: &str,
+        layer_data: &str,
+        options: &str,
+    ) -> Result<(), HcsError> {
         let mut st = self.st();
-        self.check(&mut st, "HcsInitializeWritableLayer", &[writable, layer_data, options], |st| {
-            if !abs(writable) {
-                return Err("the writable layer path must be absolute".into());
-            }
-            if Path::new(writable).exists() {
-                return Err(format!("`{writable}` exists already"));
-            }
-            let v = check_layer_data(st, layer_data)?;
-            if v["Layers"].as_array().is_none_or(Vec::is_empty) {
-                return Err("a writable layer needs its parents".into());
-            }
-            let bottom = v["Layers"].as_array().and_then(|a| a.last()).and_then(|l| l["Path"].as_str()).unwrap_or("");
-            if !st.base.iter().any(|b| b == bottom) {
-                return Err(format!("the bottom layer `{bottom}` was not set up as a base layer"));
-            }
-            fs::create_dir_all(writable).map_err(|e| e.to_string())?;
-            st.writables.push(Writable { path: writable.to_string(), layer_data: v, ..Default::default() });
-            Ok(())
-        })
+        self.check(
+            &mut st,
+            "HcsInitializeWritableLayer",
+            &[writable, layer_data, options],
+            |st| {
+                if !abs(writable) {
+                    return Err("the writable layer path must be absolute".into());
+                }
+                if Path::new(writable).exists() {
+                    return Err(format!("`{writable}` exists already"));
+                }
+                let v = check_layer_data(st, layer_data)?;
+                if v["Layers"].as_array().is_none_or(Vec::is_empty) {
+                    return Err("a writable layer needs its parents".into());
+                }
+                let bottom = v["Layers"]
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .and_then(|l| l["Path"].as_str())
+                    .unwrap_or("");
+                if !st.base.iter().any(|b| b == bottom) {
+                    return Err(format!(
+                        "the bottom layer `{bottom}` was not set up as a base layer"
+                    ));
+                }
+                fs::create_dir_all(writable).map_err(|e| e.to_string())?;
+                st.writables.push(Writable {
+                    path: writable.to_string(),
+                    layer_data: v,
+                    ..Default::default()
+                });
+                Ok(())
+            },
+        )
     }
 
     fn attach_layer_storage_filter(&self, layer: &str, layer_data: &str) -> Result<(), HcsError> {
         let mut st = self.st();
-        self.check(&mut st, "HcsAttachLayerStorageFilter", &[layer, layer_data], |st| {
-            let v = check_layer_data(st, layer_data)?;
-            let w = st.writables.iter_mut().find(|w| w.path == layer).ok_or_else(|| format!("`{layer}` is not an initialized writable layer"))?;
-            if w.attached {
-                return Err("attached twice".into());
-            }
-            if w.layer_data != v {
-                return Err("the layer data differs from the writable layer's".into());
-            }
-            w.attached = true;
-            Ok(())
-        })
+        self.check(
+            &mut st,
+            "HcsAttachLayerStorageFilter",
+            &[layer, layer_data],
+            |st| {
+                let v = check_layer_data(st, layer_data)?;
+                let w = st
+                    .writables
+                    .iter_mut()
+                    .find(|w| w.path == layer)
+                    .ok_or_else(|| format!("`{layer}` is not an initialized writable layer"))?;
+                if w.attached {
+                    return Err("attached twice".into());
+                }
+                if w.layer_data != v {
+                    return Err("the layer data differs from the writable layer's".into());
+                }
+                w.attached = true;
+                Ok(())
+            },
+        )
     }
 
     fn layer_mount_path(&self, layer: &str) -> Result<String, HcsError> {
@@ -328,7 +379,11 @@ impl HcsApi for FakeHcs {
         let vol = format!("\\\\?\\Volume{{{}}}\\", docs::layer_id(layer));
         let v2 = vol.clone();
         self.check(&mut st, "GetLayerMountPath", &[layer], |st| {
-            let w = st.writables.iter_mut().find(|w| w.path == layer).ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
+            let w = st
+                .writables
+                .iter_mut()
+                .find(|w| w.path == layer)
+                .ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
             if !w.attached {
                 return Err("the filter is not attached".into());
             }
@@ -342,7 +397,11 @@ impl HcsApi for FakeHcs {
         let mut st = self.st();
         self.check(&mut st, "HcsDetachLayerStorageFilter", &[layer], |st| {
             let open = st.systems.values().any(|s| !s.closed);
-            let w = st.writables.iter_mut().find(|w| w.path == layer).ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
+            let w = st
+                .writables
+                .iter_mut()
+                .find(|w| w.path == layer)
+                .ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
             if !w.attached {
                 return Err("the filter is not attached".into());
             }
@@ -431,42 +490,78 @@ impl HcsApi for FakeHcs {
 
     fn start_compute_system(&self, system: Handle, options: &str) -> Result<(), HcsError> {
         let mut st = self.st();
-        self.check(&mut st, "HcsStartComputeSystem", &[&system.to_string(), options], |st| {
-            let s = st.systems.get_mut(&system).ok_or("no such compute system")?;
-            if s.started || s.closed {
-                return Err("started twice or after closing".into());
-            }
-            s.started = true;
-            Ok(())
-        })
+        self.check(
+            &mut st,
+            "HcsStartComputeSystem",
+            &[&system.to_string(), options],
+            |st| {
+                let s = st
+                    .systems
+                    .get_mut(&system)
+                    .ok_or("no such compute system")?;
+                if s.started || s.closed {
+                    return Err("started twice or after closing".into());
+                }
+                s.started = true;
+                Ok(())
+            },
+        )
     }
 
-    fn create_process(&self, system: Handle, params: &str) -> Result<(Handle, ProcessIo), HcsError> {
+    fn create_process(
+        &self,
+        system: Handle,
+        params: &str,
+    ) -> Result<(Handle, ProcessIo), HcsError> {
         let mut st = self.st();
         let h = st.next;
-        self.check(&mut st, "HcsCreateProcess", &[&system.to_string(), params], |st| {
-            let s = st.systems.get_mut(&system).ok_or("no such compute system")?;
-            if !s.started || s.shut {
-                return Err("the compute system is not running".into());
-            }
-            let p: Value = serde_json::from_str(params).map_err(|e| format!("process parameters are not JSON: {e}"))?;
-            if p["CommandLine"].as_str().is_none_or(str::is_empty) {
-                return Err("no CommandLine".into());
-            }
-            if !p["WorkingDirectory"].as_str().is_some_and(|w| w.starts_with("C:\\")) {
-                return Err(format!("WorkingDirectory {} is not a C:\\ path", p["WorkingDirectory"]));
-            }
-            if !p["Environment"].as_object().is_some_and(|e| e.values().all(Value::is_string)) {
-                return Err("Environment must map names to strings".into());
-            }
-            if p["CreateStdOutPipe"] != true || p["CreateStdErrPipe"] != true || p["CreateStdInPipe"] != false || p["EmulateConsole"] != false {
-                return Err("stdout and stderr must be pipes, with no stdin and no console".into());
-            }
-            s.params = Some(params.to_string());
-            st.processes.insert(h, (system, false));
-            st.next += 1;
-            Ok(())
-        })?;
+        self.check(
+            &mut st,
+            "HcsCreateProcess",
+            &[&system.to_string(), params],
+            |st| {
+                let s = st
+                    .systems
+                    .get_mut(&system)
+                    .ok_or("no such compute system")?;
+                if !s.started || s.shut {
+                    return Err("the compute system is not running".into());
+                }
+                let p: Value = serde_json::from_str(params)
+                    .map_err(|e| format!("process parameters are not JSON: {e}"))?;
+                if p["CommandLine"].as_str().is_none_or(str::is_empty) {
+                    return Err("no CommandLine".into());
+                }
+                if !p["WorkingDirectory"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with("C:\\"))
+                {
+                    return Err(format!(
+                        "WorkingDirectory {} is not a C:\\ path",
+                        p["WorkingDirectory"]
+                    ));
+                }
+                if !p["Environment"]
+                    .as_object()
+                    .is_some_and(|e| e.values().all(Value::is_string))
+                {
+                    return Err("Environment must map names to strings".into());
+                }
+                if p["CreateStdOutPipe"] != true
+                    || p["CreateStdErrPipe"] != true
+                    || p["CreateStdInPipe"] != false
+                    || p["EmulateConsole"] != false
+                {
+                    return Err(
+                        "stdout and stderr must be pipes, with no stdin and no console".into(),
+                    );
+                }
+                s.params = Some(params.to_string());
+                st.processes.insert(h, (system, false));
+                st.next += 1;
+                Ok(())
+            },
+        )?;
         Ok((
             h,
             ProcessIo {
@@ -478,41 +573,65 @@ impl HcsApi for FakeHcs {
 
     fn wait_for_process_exit(&self, process: Handle, timeout_ms: u32) -> Result<i32, HcsError> {
         let mut st = self.st();
-        self.check(&mut st, "HcsWaitForProcessExit", &[&process.to_string(), &timeout_ms.to_string()], |st| {
-            match st.processes.get(&process) {
+        self.check(
+            &mut st,
+            "HcsWaitForProcessExit",
+            &[&process.to_string(), &timeout_ms.to_string()],
+            |st| match st.processes.get(&process) {
                 Some((_, false)) => Ok(()),
                 _ => Err("no such open process".into()),
-            }
-        })?;
+            },
+        )?;
         Ok(self.script.exit_code)
     }
 
     fn terminate_process(&self, process: Handle) -> Result<(), HcsError> {
         let mut st = self.st();
-        self.check(&mut st, "HcsTerminateProcess", &[&process.to_string()], |st| {
-            st.processes.get(&process).map(|_| ()).ok_or_else(|| "no such process".into())
-        })
+        self.check(
+            &mut st,
+            "HcsTerminateProcess",
+            &[&process.to_string()],
+            |st| {
+                st.processes
+                    .get(&process)
+                    .map(|_| ())
+                    .ok_or_else(|| "no such process".into())
+            },
+        )
     }
 
     fn close_process(&self, process: Handle) {
         let mut st = self.st();
-        let _ = self.check(&mut st, "HcsCloseProcess", &[&process.to_string()], |st| {
-            match st.processes.get_mut(&process) {
+        let _ = self.check(
+            &mut st,
+            "HcsCloseProcess",
+            &[&process.to_string()],
+            |st| match st.processes.get_mut(&process) {
                 Some((_, closed @ false)) => {
                     *closed = true;
                     Ok(())
                 }
                 _ => Err("closed twice or unknown".into()),
-            }
-        });
+            },
+        );
     }
 
     fn shut_down_compute_system(&self, system: Handle, force: bool) -> Result<(), HcsError> {
-        let name = if force { "HcsTerminateComputeSystem" } else { "HcsShutDownComputeSystem" };
+        let name = if force {
+            "HcsTerminateComputeSystem"
+        } else {
+            "HcsShutDownComputeSystem"
+        };
         let mut st = self.st();
         self.check(&mut st, name, &[&system.to_string()], |st| {
-            let open = st.processes.values().any(|(s, closed)| *s == system && !closed);
-            let s = st.systems.get_mut(&system).ok_or("no such compute system")?;
+            let open = st
+                .processes
+                .values()
+                .any(|(s, closed)| *s == system && !closed);
+            let s = st
+                .systems
+                .get_mut(&system)
+                .ok_or("no such compute system")?;
             if s.shut || s.closed {
                 return Err("stopped twice".into());
             }
@@ -526,47 +645,76 @@ impl HcsApi for FakeHcs {
 
     fn close_compute_system(&self, system: Handle) {
         let mut st = self.st();
-        let _ = self.check(&mut st, "HcsCloseComputeSystem", &[&system.to_string()], |st| {
-            let s = st.systems.get_mut(&system).ok_or("no such compute system")?;
-            if s.closed {
-                return Err("closed twice".into());
-            }
-            s.closed = true;
-            Ok(())
-        });
+        let _ = self.check(
+            &mut st,
+            "HcsCloseComputeSystem",
+            &[&system.to_string()],
+            |st| {
+                let s = st
+                    .systems
+                    .get_mut(&system)
+                    .ok_or("no such compute system")?;
+                if s.closed {
+                    return Err("closed twice".into());
+                }
+                s.closed = true;
+                Ok(())
+            },
+        );
     }
 
-    fn export_layer(&self, layer: &str, folder: &str, layer_data: &str, options: &str) -> Result<(), HcsError> {
+    fn export_layer(
+        &self,
+        layer: &str,
+        folder: &str,
+        layer_data: &str,
+        options: &str,
+    ) -> Result<(), HcsError> {
         let mut st = self.st();
         let params = st.systems.values().rev().find_map(|s| s.params.clone());
-        self.check(&mut st, "HcsExportLayer", &[layer, folder, layer_data, options], |st| {
-            let v = check_layer_data(st, layer_data)?;
-            if st.systems.values().any(|s| !s.closed) {
-                return Err("exported while its compute system is open".into());
-            }
-            let w = st.writables.iter_mut().find(|w| w.path == layer).ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
-            if w.attached {
-                return Err("exported with the filter attached".into());
-            }
-            if w.layer_data != v {
-                return Err("the layer data differs from the writable layer's".into());
-            }
-            let o: Value = serde_json::from_str(options).map_err(|e| format!("options: {e}"))?;
-            if o["IsWritableLayer"] != true {
-                return Err("options must say IsWritableLayer: true".into());
-            }
-            if Path::new(folder).exists() {
-                return Err(format!("export folder `{folder}` exists already"));
-            }
-            w.exported = true;
-            write_export(Path::new(folder), &self.script, params.as_deref()).map_err(|e| format!("writing the export: {e}"))
-        })
+        self.check(
+            &mut st,
+            "HcsExportLayer",
+            &[layer, folder, layer_data, options],
+            |st| {
+                let v = check_layer_data(st, layer_data)?;
+                if st.systems.values().any(|s| !s.closed) {
+                    return Err("exported while its compute system is open".into());
+                }
+                let w = st
+                    .writables
+                    .iter_mut()
+                    .find(|w| w.path == layer)
+                    .ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
+                if w.attached {
+                    return Err("exported with the filter attached".into());
+                }
+                if w.layer_data != v {
+                    return Err("the layer data differs from the writable layer's".into());
+                }
+                let o: Value =
+                    serde_json::from_str(options).map_err(|e| format!("options: {e}"))?;
+                if o["IsWritableLayer"] != true {
+                    return Err("options must say IsWritableLayer: true".into());
+                }
+                if Path::new(folder).exists() {
+                    return Err(format!("export folder `{folder}` exists already"));
+                }
+                w.exported = true;
+                write_export(Path::new(folder), &self.script, params.as_deref())
+                    .map_err(|e| format!("writing the export: {e}"))
+            },
+        )
     }
 
     fn destroy_layer(&self, layer: &str) -> Result<(), HcsError> {
         let mut st = self.st();
         self.check(&mut st, "HcsDestroyLayer", &[layer], |st| {
-            let w = st.writables.iter().find(|w| w.path == layer).ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
+            let w = st
+                .writables
+                .iter()
+                .find(|w| w.path == layer)
+                .ok_or_else(|| format!("`{layer}` is not a writable layer"))?;
             if w.attached {
                 return Err("destroyed with the filter attached".into());
             }
@@ -579,7 +727,8 @@ impl HcsApi for FakeHcs {
 fn write_export(folder: &Path, script: &FakeScript, params: Option<&str>) -> std::io::Result<()> {
     let files_root = folder.join("Files");
     fs::create_dir_all(&files_root)?;
-    let sd = crate::layer::windows::unbase64(crate::layer::windows::DEFAULT_FILE_SD).unwrap_or_default();
+    let sd =
+        crate::layer::windows::unbase64(crate::layer::windows::DEFAULT_FILE_SD).unwrap_or_default();
     let mut files = script.files.clone();
     if let (Some(p), Some(params)) = (&script.record_params, params) {
         files.push((p.clone(), params.as_bytes().to_vec()));
@@ -594,7 +743,14 @@ fn write_export(folder: &Path, script: &FakeScript, params: Option<&str>) -> std
                 if !dir.is_dir() {
                     fs::create_dir_all(&dir)?;
                     let mut enc = 0x10u32.to_le_bytes().to_vec();
-                    transport::encode_streams(&[Stream { id: BACKUP_SECURITY_DATA, name: String::new(), data: sd.clone() }], &mut enc);
+                    transport::encode_streams(
+                        &[Stream {
+                            id: BACKUP_SECURITY_DATA,
+                            name: String::new(),
+                            data: sd.clone(),
+                        }],
+                        &mut enc,
+                    );
                     fs::write(format!("{}{}", dir.display(), transport::DIR_SUFFIX), enc)?;
                 }
             }
@@ -602,8 +758,16 @@ fn write_export(folder: &Path, script: &FakeScript, params: Option<&str>) -> std
         let mut enc = 0x20u32.to_le_bytes().to_vec();
         transport::encode_streams(
             &[
-                Stream { id: BACKUP_SECURITY_DATA, name: String::new(), data: sd.clone() },
-                Stream { id: BACKUP_DATA, name: String::new(), data: data.clone() },
+                Stream {
+                    id: BACKUP_SECURITY_DATA,
+                    name: String::new(),
+                    data: sd.clone(),
+                },
+                Stream {
+                    id: BACKUP_DATA,
+                    name: String::new(),
+                    data: data.clone(),
+                },
             ],
             &mut enc,
         );
@@ -611,7 +775,14 @@ fn write_export(folder: &Path, script: &FakeScript, params: Option<&str>) -> std
     }
     fs::create_dir_all(folder.join("Hives"))?;
     let mut hive = Vec::new();
-    transport::encode_streams(&[Stream { id: BACKUP_DATA, name: String::new(), data: b"regf".to_vec() }], &mut hive);
+    transport::encode_streams(
+        &[Stream {
+            id: BACKUP_DATA,
+            name: String::new(),
+            data: b"regf".to_vec(),
+        }],
+        &mut hive,
+    );
     fs::write(folder.join("Hives").join("Software_Delta"), hive)?;
     if !script.deletes.is_empty() {
         let mut t = String::from("\u{feff}Version 1.0\n");

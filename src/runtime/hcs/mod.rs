@@ -20,7 +20,7 @@ pub mod transport;
 pub mod windows;
 
 use super::{
-    Changes, MountKind, Needs, OutputStream, RunOutcome, Runtime, RuntimeError, Rootfs, Step,
+    Changes, MountKind, Needs, OutputStream, Rootfs, RunOutcome, Runtime, RuntimeError, Step,
     Timings,
 };
 use crate::image::{Isolation, WindowsHost};
@@ -130,7 +130,10 @@ impl<A: HcsApi> HcsRuntime<A> {
 
     /// Imports the parents not imported yet (bottom first); returns them topmost first and
     /// the `UtilityVM` folder of the topmost one that has one.
-    fn import_parents(&self, rootfs: &Rootfs) -> Result<(Vec<LayerRef>, Option<String>), RuntimeError> {
+    fn import_parents(
+        &self,
+        rootfs: &Rootfs,
+    ) -> Result<(Vec<LayerRef>, Option<String>), RuntimeError> {
         let image = rootfs.image.as_ref().ok_or_else(|| {
             RuntimeError::Invalid("the Host Compute Service needs the parent's layers".into())
         })?;
@@ -146,7 +149,10 @@ impl<A: HcsApi> HcsRuntime<A> {
         for (i, l) in image.layers.iter().enumerate() {
             let hex = l.diff_id.strip_prefix("sha256:").unwrap_or(&l.diff_id);
             if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(RuntimeError::Invalid(format!("layer diff_id `{}` is not sha256", l.diff_id)));
+                return Err(RuntimeError::Invalid(format!(
+                    "layer diff_id `{}` is not sha256",
+                    l.diff_id
+                )));
             }
             let folder = self.layers_root.join(hex);
             let done = self.layers_root.join(format!("{hex}.imported"));
@@ -160,9 +166,8 @@ impl<A: HcsApi> HcsRuntime<A> {
                 let staging = rootfs.scratch.join(format!("import-{i}"));
                 let _ = fs::remove_dir_all(&staging);
                 let blob = fs::File::open(&l.path).map_err(io("open", &l.path))?;
-                let has = transport::tar_to_folder(std::io::BufReader::new(blob), &staging).map_err(|e| {
-                    RuntimeError::Invalid(format!("layer {}: {e}", l.diff_id))
-                })?;
+                let has = transport::tar_to_folder(std::io::BufReader::new(blob), &staging)
+                    .map_err(|e| RuntimeError::Invalid(format!("layer {}: {e}", l.diff_id)))?;
                 self.api
                     .import_layer(&r.path, &s(&staging), &docs::layer_data(&below))
                     .map_err(hcs)?;
@@ -186,7 +191,11 @@ impl<A: HcsApi> HcsRuntime<A> {
     }
 
     /// Mapped directories (and extra environment) for the step's mounts.
-    fn mapped(&self, step: &Step, scratch: &Path) -> Result<(Vec<MappedDir>, Vec<String>), RuntimeError> {
+    fn mapped(
+        &self,
+        step: &Step,
+        scratch: &Path,
+    ) -> Result<(Vec<MappedDir>, Vec<String>), RuntimeError> {
         let mut dirs: Vec<MappedDir> = Vec::new();
         let mut env = Vec::new();
         let mut secret_dirs: Vec<(String, PathBuf)> = Vec::new();
@@ -207,7 +216,11 @@ impl<A: HcsApi> HcsRuntime<A> {
                         MountKind::Bind { .. } => true,
                         _ => m.readonly,
                     };
-                    dirs.push(MappedDir { host: s(source), container: target, readonly });
+                    dirs.push(MappedDir {
+                        host: s(source),
+                        container: target,
+                        readonly,
+                    });
                 }
                 MountKind::Secret { data, .. } => {
                     // A file in a private directory mapped read-only at the target's parent.
@@ -220,13 +233,20 @@ impl<A: HcsApi> HcsRuntime<A> {
                             });
                         }
                     };
-                    let dir = match secret_dirs.iter().find(|(p, _)| p.eq_ignore_ascii_case(&parent)) {
+                    let dir = match secret_dirs
+                        .iter()
+                        .find(|(p, _)| p.eq_ignore_ascii_case(&parent))
+                    {
                         Some((_, d)) => d.clone(),
                         None => {
                             let d = scratch.join(format!("secrets-{}", secret_dirs.len()));
                             fs::create_dir_all(&d).map_err(io("create", &d))?;
                             secret_dirs.push((parent.clone(), d.clone()));
-                            dirs.push(MappedDir { host: s(&d), container: parent.clone(), readonly: true });
+                            dirs.push(MappedDir {
+                                host: s(&d),
+                                container: parent.clone(),
+                                readonly: true,
+                            });
                             d
                         }
                     };
@@ -261,7 +281,11 @@ pub fn host_runtime(
     layers_root: PathBuf,
     host: Option<WindowsHost>,
 ) -> Result<Arc<dyn Runtime>, RuntimeError> {
-    Ok(Arc::new(HcsRuntime::new(windows::WindowsHcs::new()?, layers_root, host)))
+    Ok(Arc::new(HcsRuntime::new(
+        windows::WindowsHcs::new()?,
+        layers_root,
+        host,
+    )))
 }
 
 /// The runtime for Windows steps on this host: none off Windows.
@@ -350,15 +374,28 @@ impl<A: HcsApi + 'static> Runtime for HcsRuntime<A> {
         };
         let (memory_mb, processors) = match (hyperv, step.resources.memory, step.resources.cpus) {
             (true, m, c) => (
-                Some(m.map(|b| b.div_ceil(1 << 20)).unwrap_or(DEFAULT_UVM_MEMORY_MB)),
-                Some(c.map(|c| c.ceil().max(1.0) as u32).unwrap_or(DEFAULT_UVM_PROCESSORS)),
+                Some(
+                    m.map(|b| b.div_ceil(1 << 20))
+                        .unwrap_or(DEFAULT_UVM_MEMORY_MB),
+                ),
+                Some(
+                    c.map(|c| c.ceil().max(1.0) as u32)
+                        .unwrap_or(DEFAULT_UVM_PROCESSORS),
+                ),
             ),
-            (false, m, c) => (m.map(|b| b.div_ceil(1 << 20)), c.map(|c| c.ceil().max(1.0) as u32)),
+            (false, m, c) => (
+                m.map(|b| b.div_ceil(1 << 20)),
+                c.map(|c| c.ceil().max(1.0) as u32),
+            ),
         };
         let config = docs::container_config(&ContainerDoc {
             name: name.clone(),
             owner: "wcbuild".into(),
-            hostname: if step.hostname.is_empty() { "buildkitsandbox".into() } else { step.hostname.clone() },
+            hostname: if step.hostname.is_empty() {
+                "buildkitsandbox".into()
+            } else {
+                step.hostname.clone()
+            },
             writable: s(&writable),
             volume,
             layers: parents.clone(),
@@ -373,7 +410,10 @@ impl<A: HcsApi + 'static> Runtime for HcsRuntime<A> {
             .map_err(RuntimeError::Invalid)?;
         timings.bundle = started.elapsed() - timings.mount;
         let run_started = Instant::now();
-        let sys = self.api.create_compute_system(&name, &config).map_err(hcs)?;
+        let sys = self
+            .api
+            .create_compute_system(&name, &config)
+            .map_err(hcs)?;
         undo.system = Some(sys);
         self.api.start_compute_system(sys, "").map_err(hcs)?;
         let (proc_, pipes) = self.api.create_process(sys, &params).map_err(hcs)?;
@@ -381,7 +421,10 @@ impl<A: HcsApi + 'static> Runtime for HcsRuntime<A> {
         // Both pipes read at once, so neither fills while the other is read.
         let (tx, rx) = std::sync::mpsc::channel::<(OutputStream, Vec<u8>)>();
         let mut readers = Vec::new();
-        for (which, mut r) in [(OutputStream::Stdout, pipes.stdout), (OutputStream::Stderr, pipes.stderr)] {
+        for (which, mut r) in [
+            (OutputStream::Stdout, pipes.stdout),
+            (OutputStream::Stderr, pipes.stderr),
+        ] {
             let tx = tx.clone();
             readers.push(std::thread::spawn(move || {
                 let mut buf = vec![0u8; 32 << 10];
@@ -407,7 +450,11 @@ impl<A: HcsApi + 'static> Runtime for HcsRuntime<A> {
                     buf.extend_from_slice(&data);
                     while let Some(i) = buf.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=i).collect();
-                        tail.push(String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string());
+                        tail.push(
+                            String::from_utf8_lossy(&line[..line.len() - 1])
+                                .trim_end_matches('\r')
+                                .to_string(),
+                        );
                         if tail.len() > TAIL {
                             tail.remove(0);
                         }
@@ -425,7 +472,10 @@ impl<A: HcsApi + 'static> Runtime for HcsRuntime<A> {
                 tail.push(String::from_utf8_lossy(b).into_owned());
             }
         }
-        let exit_code = self.api.wait_for_process_exit(proc_, u32::MAX).map_err(hcs)?;
+        let exit_code = self
+            .api
+            .wait_for_process_exit(proc_, u32::MAX)
+            .map_err(hcs)?;
         timings.runtime = run_started.elapsed();
         let cleanup_started = Instant::now();
         // The container stops before its layer is exported.
@@ -444,17 +494,26 @@ impl<A: HcsApi + 'static> Runtime for HcsRuntime<A> {
             let folder = rootfs.scratch.join("export");
             let _ = fs::remove_dir_all(&folder);
             self.api
-                .export_layer(&s(&writable), &s(&folder), &layer_data, &docs::export_options())
+                .export_layer(
+                    &s(&writable),
+                    &s(&folder),
+                    &layer_data,
+                    &docs::export_options(),
+                )
                 .map_err(hcs)?;
             let tar = rootfs.scratch.join("hcs-layer.tar");
-            let mut f = std::io::BufWriter::new(fs::File::create(&tar).map_err(io("create", &tar))?);
+            let mut f =
+                std::io::BufWriter::new(fs::File::create(&tar).map_err(io("create", &tar))?);
             transport::folder_to_tar(&folder, &mut f).map_err(|e| {
                 RuntimeError::Invalid(format!("the exported layer `{}`: {e}", folder.display()))
             })?;
             std::io::Write::flush(&mut f).map_err(io("write", &tar))?;
             Changes::Layer { tar, skip }
         } else {
-            Changes::Layer { tar: PathBuf::new(), skip }
+            Changes::Layer {
+                tar: PathBuf::new(),
+                skip,
+            }
         };
         drop(undo);
         timings.cleanup = cleanup_started.elapsed();

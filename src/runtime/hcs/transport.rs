@@ -66,7 +66,11 @@ fn bad(path: &Path, what: impl std::fmt::Display) -> io::Error {
 /// Encodes streams as `BackupRead` writes them.
 pub fn encode_streams(streams: &[Stream], out: &mut Vec<u8>) {
     for s in streams {
-        let name: Vec<u8> = s.name.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let name: Vec<u8> = s
+            .name
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
         out.extend_from_slice(&s.id.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
@@ -81,23 +85,40 @@ pub fn decode_streams(mut data: &[u8], path: &Path) -> io::Result<Vec<Stream>> {
     let mut out = Vec::new();
     while !data.is_empty() {
         if data.len() < 20 {
-            return Err(bad(path, format!("a backup stream header cut short ({} bytes)", data.len())));
+            return Err(bad(
+                path,
+                format!("a backup stream header cut short ({} bytes)", data.len()),
+            ));
         }
         let id = u32::from_le_bytes(data[0..4].try_into().unwrap());
         let size = u64::from_le_bytes(data[8..16].try_into().unwrap());
         let name_len = u32::from_le_bytes(data[16..20].try_into().unwrap()) as usize;
         data = &data[20..];
-        if size > MAX_STREAM || name_len % 2 != 0 || name_len > data.len() || size > (data.len() - name_len) as u64 {
-            return Err(bad(path, format!("backup stream {id}: a size of {size} bytes and a name of {name_len} bytes do not fit the file")));
+        if size > MAX_STREAM
+            || name_len % 2 != 0
+            || name_len > data.len()
+            || size > (data.len() - name_len) as u64
+        {
+            return Err(bad(
+                path,
+                format!(
+                    "backup stream {id}: a size of {size} bytes and a name of {name_len} bytes do not fit the file"
+                ),
+            ));
         }
         let units: Vec<u16> = data[..name_len]
             .chunks(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
-        let name = String::from_utf16(&units).map_err(|_| bad(path, "a stream name is not UTF-16"))?;
+        let name =
+            String::from_utf16(&units).map_err(|_| bad(path, "a stream name is not UTF-16"))?;
         data = &data[name_len..];
         let (body, rest) = data.split_at(size as usize);
-        out.push(Stream { id, name, data: body.to_vec() });
+        out.push(Stream {
+            id,
+            name,
+            data: body.to_vec(),
+        });
         data = rest;
     }
     Ok(out)
@@ -112,7 +133,12 @@ pub fn decode_reparse(data: &[u8], path: &Path) -> io::Result<(String, bool)> {
     let (junction, buf_start) = match tag {
         TAG_SYMLINK => (false, 20),
         TAG_MOUNT_POINT => (true, 16),
-        other => return Err(bad(path, format!("reparse tag {other:#x} (only symlinks and junctions go into a layer)"))),
+        other => {
+            return Err(bad(
+                path,
+                format!("reparse tag {other:#x} (only symlinks and junctions go into a layer)"),
+            ));
+        }
     };
     let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
     let (print_off, print_len) = (u16_at(12), u16_at(14));
@@ -124,7 +150,8 @@ pub fn decode_reparse(data: &[u8], path: &Path) -> io::Result<(String, bool)> {
         .chunks(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    let target = String::from_utf16(&units).map_err(|_| bad(path, "a reparse path is not UTF-16"))?;
+    let target =
+        String::from_utf16(&units).map_err(|_| bad(path, "a reparse path is not UTF-16"))?;
     Ok((target, junction))
 }
 
@@ -136,8 +163,14 @@ pub fn encode_reparse(target: &str, junction: bool) -> Vec<u8> {
     } else {
         target.to_string()
     };
-    let sub: Vec<u8> = substitute.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-    let print: Vec<u8> = target.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let sub: Vec<u8> = substitute
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let print: Vec<u8> = target
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
     let mut body = Vec::new();
     body.extend_from_slice(&0u16.to_le_bytes());
     body.extend_from_slice(&(sub.len() as u16).to_le_bytes());
@@ -150,7 +183,14 @@ pub fn encode_reparse(target: &str, junction: bool) -> Vec<u8> {
     body.extend_from_slice(&sub);
     body.extend_from_slice(&print);
     let mut out = Vec::new();
-    out.extend_from_slice(&(if junction { TAG_MOUNT_POINT } else { TAG_SYMLINK }).to_le_bytes());
+    out.extend_from_slice(
+        &(if junction {
+            TAG_MOUNT_POINT
+        } else {
+            TAG_SYMLINK
+        })
+        .to_le_bytes(),
+    );
     out.extend_from_slice(&(body.len() as u16).to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&body);
@@ -172,6 +212,8 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
     let mut has_uvm = false;
     // The file the alternate data streams that follow belong to.
     let mut last_file: Option<(String, PathBuf)> = None;
+    // Times are set at the end: appending a stream changes a file's time.
+    let mut times: Vec<(PathBuf, i64)> = Vec::new();
     while let Some(Entry { header: h, .. }) = tar.next_entry().map_err(io::Error::other)? {
         let path = h.path.trim_matches('/').to_string();
         let (top, rest) = match path.split_once('/') {
@@ -186,27 +228,42 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
             continue;
         }
         if !matches!(top.as_str(), "Files" | "Hives" | "UtilityVM") {
-            return Err(bad(folder, format!("layer entry `{path}` is outside Files/, Hives/ and UtilityVM/")));
+            return Err(bad(
+                folder,
+                format!("layer entry `{path}` is outside Files/, Hives/ and UtilityVM/"),
+            ));
         }
         if top == "UtilityVM" {
             has_uvm = true;
         }
         for c in rest.split('/') {
             if c.is_empty() || c == "." || c == ".." {
-                return Err(bad(folder, format!("layer entry `{path}` is not a relative path")));
+                return Err(bad(
+                    folder,
+                    format!("layer entry `{path}` is not a relative path"),
+                ));
             }
         }
         let name = rest.rsplit('/').next().unwrap_or(&rest);
         if let Some(gone) = name.strip_prefix(".wh.") {
             if top != "Files" {
-                return Err(bad(folder, format!("layer entry `{path}`: a whiteout outside Files/")));
+                return Err(bad(
+                    folder,
+                    format!("layer entry `{path}`: a whiteout outside Files/"),
+                ));
             }
             let parent = rest.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            let rel = if parent.is_empty() { gone.to_string() } else { format!("{parent}/{gone}") };
+            let rel = if parent.is_empty() {
+                gone.to_string()
+            } else {
+                format!("{parent}/{gone}")
+            };
             tombstones.push(tombstone_path(&rel));
             continue;
         }
-        let dest = folder.join(&top).join(rest.replace('/', std::path::MAIN_SEPARATOR_STR));
+        let dest = folder
+            .join(&top)
+            .join(rest.replace('/', std::path::MAIN_SEPARATOR_STR));
         // `file:stream` right after `file`: an alternate data stream.
         if top == "Files"
             && let Some((base, stream)) = rest.rsplit_once(':')
@@ -217,10 +274,17 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
             tar.content().read_to_end(&mut data)?;
             let mut enc = Vec::new();
             encode_streams(
-                &[Stream { id: BACKUP_ALTERNATE_DATA, name: format!(":{stream}:$DATA"), data }],
+                &[Stream {
+                    id: BACKUP_ALTERNATE_DATA,
+                    name: format!(":{stream}:$DATA"),
+                    data,
+                }],
                 &mut enc,
             );
-            fs::OpenOptions::new().append(true).open(at)?.write_all(&enc)?;
+            fs::OpenOptions::new()
+                .append(true)
+                .open(at)?
+                .write_all(&enc)?;
             continue;
         }
         if let Some(p) = dest.parent() {
@@ -230,7 +294,14 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
             let mut data = Vec::new();
             tar.content().read_to_end(&mut data)?;
             let mut enc = Vec::new();
-            encode_streams(&[Stream { id: BACKUP_DATA, name: String::new(), data }], &mut enc);
+            encode_streams(
+                &[Stream {
+                    id: BACKUP_DATA,
+                    name: String::new(),
+                    data,
+                }],
+                &mut enc,
+            );
             fs::write(&dest, enc)?;
             continue;
         }
@@ -244,8 +315,17 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
             });
         let mut streams = Vec::new();
         if let Some(sd) = h.pax.get(windows::PAX_RAWSD) {
-            let raw = unbase64(sd).ok_or_else(|| bad(folder, format!("layer entry `{path}`: MSWINDOWS.rawsd is not base64")))?;
-            streams.push(Stream { id: BACKUP_SECURITY_DATA, name: String::new(), data: raw });
+            let raw = unbase64(sd).ok_or_else(|| {
+                bad(
+                    folder,
+                    format!("layer entry `{path}`: MSWINDOWS.rawsd is not base64"),
+                )
+            })?;
+            streams.push(Stream {
+                id: BACKUP_SECURITY_DATA,
+                name: String::new(),
+                data: raw,
+            });
         }
         let mut enc = attr.to_le_bytes().to_vec();
         match h.kind {
@@ -254,16 +334,20 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
                 encode_streams(&streams, &mut enc);
                 let meta = PathBuf::from(format!("{}{DIR_SUFFIX}", dest.display()));
                 fs::write(&meta, enc)?;
-                set_mtime(&meta, h.mtime);
+                times.push((meta, h.mtime));
                 last_file = None;
             }
             Kind::File => {
                 let mut data = Vec::new();
                 tar.content().read_to_end(&mut data)?;
-                streams.push(Stream { id: BACKUP_DATA, name: String::new(), data });
+                streams.push(Stream {
+                    id: BACKUP_DATA,
+                    name: String::new(),
+                    data,
+                });
                 encode_streams(&streams, &mut enc);
                 fs::write(&dest, enc)?;
-                set_mtime(&dest, h.mtime);
+                times.push((dest.clone(), h.mtime));
                 last_file = Some((rest.clone(), dest));
             }
             Kind::Symlink => {
@@ -277,21 +361,32 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
                 enc[..4].copy_from_slice(&enc_attr);
                 encode_streams(&streams, &mut enc);
                 fs::write(&dest, enc)?;
-                set_mtime(&dest, h.mtime);
+                times.push((dest, h.mtime));
                 last_file = None;
             }
             Kind::Hardlink => {
                 let target = h.link.trim_matches('/');
                 let src = folder.join(target.replace('/', std::path::MAIN_SEPARATOR_STR));
                 fs::hard_link(&src, &dest).map_err(|e| {
-                    bad(folder, format!("layer entry `{path}`: hard link to `{}`: {e}", h.link))
+                    bad(
+                        folder,
+                        format!("layer entry `{path}`: hard link to `{}`: {e}", h.link),
+                    )
                 })?;
                 last_file = None;
             }
             _ => {
-                return Err(bad(folder, format!("layer entry `{path}`: devices and pipes cannot go into a Windows layer")));
+                return Err(bad(
+                    folder,
+                    format!(
+                        "layer entry `{path}`: devices and pipes cannot go into a Windows layer"
+                    ),
+                ));
             }
         }
+    }
+    for (p, t) in &times {
+        set_mtime(p, *t);
     }
     if !tombstones.is_empty() {
         let mut t = String::from("\u{feff}");
@@ -338,17 +433,25 @@ pub fn folder_to_tar(folder: &Path, out: &mut impl Write) -> io::Result<()> {
     for top in ["Hives", "Files"] {
         let mut h = Header::new(top, Kind::Dir);
         h.mode = 0o40755;
-        h.pax.insert(windows::PAX_FILEATTR.into(), ATTR_DIRECTORY.to_string());
+        h.pax
+            .insert(windows::PAX_FILEATTR.into(), ATTR_DIRECTORY.to_string());
         emit(&h, None, out)?;
     }
     let hives = folder.join("Hives");
     if hives.is_dir() {
-        let mut names: Vec<_> = fs::read_dir(&hives)?.flatten().map(|e| e.file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(&hives)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         names.sort();
         for n in names {
             let p = hives.join(&n);
             let streams = decode_streams(&fs::read(&p)?, &p)?;
-            let data: Vec<u8> = streams.into_iter().filter(|s| s.id == BACKUP_DATA).flat_map(|s| s.data).collect();
+            let data: Vec<u8> = streams
+                .into_iter()
+                .filter(|s| s.id == BACKUP_DATA)
+                .flat_map(|s| s.data)
+                .collect();
             let mut h = Header::new(&format!("Hives/{}", n.to_string_lossy()), Kind::File);
             h.size = data.len() as u64;
             h.mode = 0o100644;
@@ -361,7 +464,12 @@ pub fn folder_to_tar(folder: &Path, out: &mut impl Write) -> io::Result<()> {
             emit(&h, Some(&data), out)?;
         }
     }
-    fn walk(dir: &Path, rel: &str, out: &mut dyn Write, emit: &mut dyn FnMut(&Header, Option<&[u8]>, &mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+    fn walk(
+        dir: &Path,
+        rel: &str,
+        out: &mut dyn Write,
+        emit: &mut dyn FnMut(&Header, Option<&[u8]>, &mut dyn Write) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", dir.display())))?
             .flatten()
@@ -381,7 +489,11 @@ pub fn folder_to_tar(folder: &Path, out: &mut impl Write) -> io::Result<()> {
                         return Err(bad(&side, "shorter than its 4 attribute bytes"));
                     }
                     let attr = u32::from_le_bytes(b[..4].try_into().unwrap());
-                    (attr, decode_streams(&b[4..], &side)?, mtime_of(&fs::metadata(&side)?))
+                    (
+                        attr,
+                        decode_streams(&b[4..], &side)?,
+                        mtime_of(&fs::metadata(&side)?),
+                    )
                 } else {
                     (ATTR_DIRECTORY, Vec::new(), mtime_of(&meta))
                 };
@@ -456,8 +568,14 @@ pub fn folder_to_tar(folder: &Path, out: &mut impl Write) -> io::Result<()> {
         }
         for l in lines.map(str::trim).filter(|l| !l.is_empty()) {
             let rel = l.trim_start_matches('\\').replace('\\', "/");
-            if rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-                return Err(bad(&t, format!("tombstone `{l}` is not a path inside the layer")));
+            if rel
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+            {
+                return Err(bad(
+                    &t,
+                    format!("tombstone `{l}` is not a path inside the layer"),
+                ));
             }
             let (dir, name) = match rel.rsplit_once('/') {
                 Some((d, n)) => (format!("Files/{d}/"), n.to_string()),
@@ -491,9 +609,21 @@ mod tests {
     #[test]
     fn streams_and_reparse_points_round_trip() {
         let s = vec![
-            Stream { id: BACKUP_SECURITY_DATA, name: String::new(), data: vec![1, 2, 3] },
-            Stream { id: BACKUP_ALTERNATE_DATA, name: ":Zone.Identifier:$DATA".into(), data: b"[ZoneTransfer]".to_vec() },
-            Stream { id: BACKUP_DATA, name: String::new(), data: vec![] },
+            Stream {
+                id: BACKUP_SECURITY_DATA,
+                name: String::new(),
+                data: vec![1, 2, 3],
+            },
+            Stream {
+                id: BACKUP_ALTERNATE_DATA,
+                name: ":Zone.Identifier:$DATA".into(),
+                data: b"[ZoneTransfer]".to_vec(),
+            },
+            Stream {
+                id: BACKUP_DATA,
+                name: String::new(),
+                data: vec![],
+            },
         ];
         let mut enc = Vec::new();
         encode_streams(&s, &mut enc);
@@ -503,11 +633,23 @@ mod tests {
         cut.truncate(30);
         let e = decode_streams(&cut, Path::new("Files/x")).unwrap_err();
         assert!(e.to_string().contains("`Files/x`"), "{e}");
-        for (t, j) in [(r"C:\target", false), (r"..\rel\t", false), (r"C:\junction", true)] {
-            assert_eq!(decode_reparse(&encode_reparse(t, j), Path::new("l")).unwrap(), (t.to_string(), j));
+        for (t, j) in [
+            (r"C:\target", false),
+            (r"..\rel\t", false),
+            (r"C:\junction", true),
+        ] {
+            assert_eq!(
+                decode_reparse(&encode_reparse(t, j), Path::new("l")).unwrap(),
+                (t.to_string(), j)
+            );
         }
         let mut other = encode_reparse("x", false);
         other[0..4].copy_from_slice(&0x8000_0017u32.to_le_bytes());
-        assert!(decode_reparse(&other, Path::new("l")).unwrap_err().to_string().contains("0x80000017"));
+        assert!(
+            decode_reparse(&other, Path::new("l"))
+                .unwrap_err()
+                .to_string()
+                .contains("0x80000017")
+        );
     }
 }
