@@ -353,7 +353,10 @@ fn mounts_failures_and_what_the_fake_refuses() {
     let (out, _) = run(&rt, &s.rootfs(), &st);
     // A failing step: its code and last lines, no export, everything undone.
     assert_eq!(out.exit_code, 3);
-    assert_eq!(out.tail, ["about to fail", "warn"]);
+    // The last lines of both streams (read at once, so in either order).
+    let mut tail = out.tail.clone();
+    tail.sort();
+    assert_eq!(tail, ["about to fail", "warn"]);
     assert!(!rt.api().call_names().contains(&"HcsExportLayer"));
     rt.api().finished_cleanly().unwrap();
     assert_eq!(rt.api().violations(), Vec::<String>::new());
@@ -551,4 +554,119 @@ fn transport_folders_round_trip() {
     .unwrap();
     let e = transport::folder_to_tar(&folder, &mut Vec::new()).unwrap_err();
     assert!(e.to_string().contains("tombstone"), "{e}");
+}
+
+/// The whole Windows RUN path through the binary with the checking fake in place of the
+/// service (`WCBUILD_HCS_FAKE=1`, off Windows) on a described host.
+#[cfg(not(windows))]
+#[test]
+fn windows_run_through_the_binary_decides_isolation_per_step() {
+    let dir = common::tempdir("hcs", "binary");
+    let root = dir.join("store");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/nanoserver.tar");
+    let (code, _, err) = common::wcbuild_at(&root, &["load", "-i", fixture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = dir.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\nCOPY a.txt /app/\nRUN echo one\nRUN echo two\n",
+    )
+    .unwrap();
+    fs::write(ctx.join("a.txt"), "a").unwrap();
+    let meta = dir.join("meta.json");
+    let c = ctx.to_str().unwrap();
+    let build = |host: &str, sku: &str, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "--runtime",
+            "hcs",
+            "--progress",
+            "plain",
+            "-t",
+            "w",
+        ];
+        args.extend_from_slice(extra);
+        args.push(c);
+        common::wcbuild_at_env(
+            &root,
+            &args,
+            &[
+                ("WCBUILD_HCS_FAKE", "1"),
+                ("WCBUILD_HOST_WINDOWS_VERSION", host),
+                ("WCBUILD_HOST_WINDOWS_SKU", sku),
+            ],
+        )
+    };
+    // A Server 2022 host: process isolation for each step, with its reason, in progress
+    // and in the metadata, never in the image.
+    let m = format!("--metadata-file={}", meta.display());
+    let (code, _, err) = build("10.0.20348.100", "server", &[&m]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("note: isolation process: ").count(), 2, "{err}");
+    assert!(err.contains("fake hcs: the step ran"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let iso = v["wcbuild.isolation"]
+        .as_array()
+        .expect("the isolation records");
+    assert_eq!(iso.len(), 2, "{v}");
+    assert_eq!(iso[0]["line"], 3);
+    assert_eq!(iso[1]["line"], 4);
+    assert_eq!(iso[0]["isolation"], "process");
+    assert!(iso[0]["reason"].as_str().unwrap().contains("20348"), "{v}");
+    // The steps' layers are Windows layers holding what the (fake) process wrote.
+    let store = wcbuild::store::Store::open(&root).unwrap();
+    let e = wcbuild::ops::images::resolve(&store, "w").unwrap();
+    let man: wcbuild::image::Manifest =
+        serde_json::from_slice(&store.read_blob(&e.digest).unwrap()).unwrap();
+    let top = man.layers.last().unwrap();
+    let cfg = String::from_utf8(store.read_blob(&man.config.digest).unwrap()).unwrap();
+    assert!(
+        !cfg.contains("isolation"),
+        "the image records no isolation: {cfg}"
+    );
+    let report = wcbuild::layer::check_windows_layer(
+        store.open_blob(&top.digest).unwrap(),
+        wcbuild::layer::ReadLimits::default(),
+    )
+    .unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let mut tar = wcbuild::layer::tar_reader(
+        store.open_blob(&top.digest).unwrap(),
+        wcbuild::layer::ReadLimits::default(),
+    )
+    .unwrap();
+    let mut step_json = None;
+    while let Some(en) = tar.next_entry().unwrap() {
+        if en.header.path == "Files/wcbuild-fake-step.json" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut tar.content(), &mut s).unwrap();
+            step_json = Some(s);
+        }
+    }
+    let p: serde_json::Value = serde_json::from_str(&step_json.expect("the step's file")).unwrap();
+    assert_eq!(p["CommandLine"], "cmd /S /C echo two");
+    // A client host: Hyper-V by default, which needs a utility VM the fixture lacks.
+    let (code, _, err) = build("10.0.26100.1", "client", &["--no-cache"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("note: isolation hyperv: "), "{err}");
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("UtilityVM"),
+        "{err}"
+    );
+    // Process isolation asked on a host too old for the image: both versions and the
+    // error Windows gives.
+    let (code, _, err) = build(
+        "10.0.17763.1",
+        "server",
+        &["--no-cache", "--isolation", "process"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("0xc0370101") && err.contains("17763") && err.contains("20348"),
+        "{err}"
+    );
+    // A second build on the same store: the imported parents are used again.
+    let (code, _, err) = build("10.0.20348.100", "server", &["--no-cache"]);
+    assert_eq!(code, 0, "{err}");
 }

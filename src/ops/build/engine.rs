@@ -113,7 +113,7 @@ fn hcs_runtime(ctx: &Ctx<'_>) -> Result<Arc<dyn Runtime>, String> {
     let root = ctx.store.root().join("hcs").join("layers");
     let host = crate::ops::host::windows_host().map_err(|e| e.to_string())?;
     if !cfg!(windows) && std::env::var_os(ENV_HCS_FAKE).is_some_and(|v| v == "1") {
-        let api = runtime::hcs::fake::FakeHcs::new(runtime::hcs::fake::FakeScript {
+        let api = runtime::hcs::fake::FakeHcs::adopting(runtime::hcs::fake::FakeScript {
             stdout: b"fake hcs: the step ran\n".to_vec(),
             record_params: Some("wcbuild-fake-step.json".into()),
             ..Default::default()

@@ -86,6 +86,8 @@ struct State {
 pub struct FakeHcs {
     script: FakeScript,
     state: Mutex<State>,
+    /// Layer folders an earlier fake imported (found on disk) count as imported.
+    adopt: bool,
 }
 
 fn invalid(call: &'static str, why: String) -> HcsError {
@@ -109,6 +111,47 @@ impl FakeHcs {
                 next: 1,
                 ..State::default()
             }),
+            adopt: false,
+        }
+    }
+
+    /// A fake that takes layer folders an earlier fake imported into the same place (a
+    /// store used by several builds) as imported, the bottom one set up as a base.
+    pub fn adopting(script: FakeScript) -> FakeHcs {
+        FakeHcs {
+            adopt: true,
+            ..FakeHcs::new(script)
+        }
+    }
+
+    /// Adopts the layers `layer_data` names that exist on disk but this fake never saw.
+    fn adopt_from(&self, st: &mut State, layer_data: &str) {
+        if !self.adopt {
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(layer_data) else {
+            return;
+        };
+        let paths: Vec<String> = v["Layers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["Path"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Bottom up: each unknown folder found on disk goes right above the layer below it.
+        let mut pos = 0;
+        for (i, p) in paths.iter().rev().enumerate() {
+            if let Some(at) = st.imported.iter().position(|q| q == p) {
+                pos = at + 1;
+            } else if Path::new(p).join("Files").is_dir() {
+                st.imported.insert(pos, p.clone());
+                pos += 1;
+                if i == 0 {
+                    st.base.push(p.clone());
+                }
+            }
         }
     }
 
@@ -188,6 +231,9 @@ impl FakeHcs {
             name,
             args: args.iter().map(|s| s.to_string()).collect(),
         });
+        for a in args.iter().filter(|a| a.contains("\"SchemaVersion\"")) {
+            self.adopt_from(st, a);
+        }
         rule(st).map_err(|why| {
             st.violations.push(format!("{name}: {why}"));
             invalid(name, why)
