@@ -347,7 +347,10 @@ mod tests {
     use crate::layer::tar::{Header, write_entry};
     use crate::layer::{Compression, Format, LayerOptions};
 
-    fn tar_of(entries: &[(&str, Kind, &[u8], &[(&str, &str)])]) -> Vec<u8> {
+    /// Path, kind, content, PAX records.
+    type Spec<'a> = (&'a str, Kind, &'a [u8], &'a [(&'a str, &'a str)]);
+
+    fn tar_of(entries: &[Spec<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         for (p, k, d, pax) in entries {
             let mut h = Header::new(p, *k);
@@ -474,14 +477,19 @@ mod tests {
 
     #[test]
     fn runtime_choice_by_stage_and_flags() {
-        let mut e = EngineSettings::default();
+        let e = EngineSettings::default();
         #[cfg(target_os = "linux")]
         {
             assert_eq!(choose(&e, false).unwrap(), RuntimeKind::Oci);
             let err = choose(&e, true).unwrap_err();
             assert!(err.contains("needs a Windows runtime"), "{err}");
         }
-        e.docker_host = Some("tcp://127.0.0.1:2376".into());
+        #[cfg(windows)]
+        assert_eq!(choose(&e, true).unwrap(), RuntimeKind::Hcs);
+        let mut e = EngineSettings {
+            docker_host: Some("tcp://127.0.0.1:2376".into()),
+            ..e
+        };
         assert_eq!(choose(&e, true).unwrap(), RuntimeKind::Docker);
         e.runtime = Some(RuntimeKind::Hcs);
         assert_eq!(choose(&e, true).unwrap(), RuntimeKind::Hcs);

@@ -117,6 +117,15 @@ fn engine_message(status: u16, body: &[u8]) -> String {
     format!("{msg} (HTTP {status})")
 }
 
+/// A step's mounts as the engine takes them: `HostConfig.Mounts`, `HostConfig.Tmpfs`,
+/// extra environment, and the secret files to remove afterwards.
+type EngineMounts = (
+    Vec<Value>,
+    serde_json::Map<String, Value>,
+    Vec<String>,
+    SecretFiles,
+);
+
 /// Secret files made for a step, removed when it ends.
 struct SecretFiles(Vec<PathBuf>);
 
@@ -313,19 +322,7 @@ impl DockerRuntime {
     }
 
     /// `HostConfig` mounts, tmpfs entries and extra environment for the step's mounts.
-    fn mounts(
-        &self,
-        step: &Step,
-        rootfs: &Rootfs,
-    ) -> Result<
-        (
-            Vec<Value>,
-            serde_json::Map<String, Value>,
-            Vec<String>,
-            SecretFiles,
-        ),
-        RuntimeError,
-    > {
+    fn mounts(&self, step: &Step, rootfs: &Rootfs) -> Result<EngineMounts, RuntimeError> {
         let windows = self.os_type == "windows";
         let mut binds = Vec::new();
         let mut tmpfs = serde_json::Map::new();
@@ -740,7 +737,7 @@ mod tests {
         assert_eq!(negotiate("1.52", Some("1.44")).unwrap(), API_VERSION);
         assert_eq!(negotiate("1.99", Some("1.50")).unwrap(), "1.50");
         assert!(negotiate("1.24", None).is_err());
-        assert_eq!(version_key("1.9") < version_key("1.10"), true);
+        assert!(version_key("1.9") < version_key("1.10"));
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn decode_streams(mut data: &[u8], path: &Path) -> io::Result<Vec<Stream>> {
         let name_len = u32::from_le_bytes(data[16..20].try_into().unwrap()) as usize;
         data = &data[20..];
         if size > MAX_STREAM
-            || name_len % 2 != 0
+            || !name_len.is_multiple_of(2)
             || name_len > data.len()
             || size > (data.len() - name_len) as u64
         {
@@ -143,7 +143,7 @@ pub fn decode_reparse(data: &[u8], path: &Path) -> io::Result<(String, bool)> {
     let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
     let (print_off, print_len) = (u16_at(12), u16_at(14));
     let start = buf_start + print_off;
-    if data.len() < buf_start || start + print_len > data.len() || print_len % 2 != 0 {
+    if data.len() < buf_start || start + print_len > data.len() || !print_len.is_multiple_of(2) {
         return Err(bad(path, "reparse data names a path outside it"));
     }
     let units: Vec<u16> = data[start..start + print_len]
@@ -418,6 +418,9 @@ fn mtime_of(m: &fs::Metadata) -> i64 {
         .unwrap_or(0)
 }
 
+/// Writes one tar entry (with its content, for files).
+type Emit<'a> = dyn FnMut(&Header, Option<&[u8]>, &mut dyn Write) -> io::Result<()> + 'a;
+
 /// Writes the layer an export `folder` holds as a Windows layer tar into `out`: `Hives/`
 /// and `Files/` entries with `MSWINDOWS.fileattr`, `MSWINDOWS.rawsd` (when the security
 /// stream is there) and times, alternate data streams as `file:stream` entries right after
@@ -464,12 +467,7 @@ pub fn folder_to_tar(folder: &Path, out: &mut impl Write) -> io::Result<()> {
             emit(&h, Some(&data), out)?;
         }
     }
-    fn walk(
-        dir: &Path,
-        rel: &str,
-        out: &mut dyn Write,
-        emit: &mut dyn FnMut(&Header, Option<&[u8]>, &mut dyn Write) -> io::Result<()>,
-    ) -> io::Result<()> {
+    fn walk(dir: &Path, rel: &str, out: &mut dyn Write, emit: &mut Emit<'_>) -> io::Result<()> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .map_err(|e| io::Error::new(e.kind(), format!("`{}`: {e}", dir.display())))?
             .flatten()
