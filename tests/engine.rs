@@ -186,6 +186,10 @@ fn over_the_unix_socket_the_image_matches_the_oci_runtimes() {
     // Nothing of the steps is left in the engine; a Linux build records no isolation.
     assert_eq!(docker_containers(&d), "");
     assert_eq!(committed_images(&d), "");
+    // Of the parents loaded for the four steps, the first stays for the next build.
+    let images = d.docker(&["images", "-aq"]);
+    let images = String::from_utf8_lossy(&images.stdout);
+    assert_eq!(images.lines().count(), 1, "{images}");
     let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
     assert!(m.get("wcbuild.isolation").is_none(), "{m}");
     // A rebuild is all cache hits: no container starts.
@@ -298,6 +302,20 @@ RUN --mount=type=cache,target=/cache --mount=type=bind,target=/ctx --mount=type=
     for gone in ["cache", "ctx", "scratch", "run/secrets/s"] {
         assert!(!t.contains_key(gone), "{gone} left in the layer: {t:?}");
     }
+    // A Windows stage cannot run in a Linux engine.
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/nanoserver.tar");
+    let (code, _, err) = common::wcbuild_at(&root, &["load", "-i", fixture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = build(
+        "windows",
+        "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\nRUN echo hi\n",
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("it runs linux containers"),
+        "{err}"
+    );
     // No engine there: the error names the endpoint.
     let (code, _, err) = common::wcbuild_at(
         &root,

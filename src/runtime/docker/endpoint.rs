@@ -329,6 +329,32 @@ mod tests {
         }
     }
 
+    /// A pipe nobody serves: the error names it (on Windows, through the real pipe API; the
+    /// Windows build's tests run under Wine).
+    #[test]
+    fn a_missing_named_pipe_is_named() {
+        let name = format!("npipe:////./pipe/wcbuild-test-none-{}", std::process::id());
+        let e = Endpoint::new(&EndpointOptions {
+            host: Some(name.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(e.is_local());
+        assert_eq!(
+            e.address,
+            Address::Npipe(format!(
+                r"\\.\pipe\wcbuild-test-none-{}",
+                std::process::id()
+            ))
+        );
+        let err = e.connect().err().expect("no pipe server").to_string();
+        if cfg!(windows) {
+            assert!(!err.is_empty());
+        } else {
+            assert!(err.contains("named pipes exist on Windows only"), "{err}");
+        }
+    }
+
     #[test]
     fn tls_needs_all_three_files() {
         let dir = std::env::temp_dir().join(format!("wcbuild-docker-tls-{}", std::process::id()));

@@ -105,6 +105,28 @@ pub struct DockerRuntime {
     os_type: String,
     server_version: String,
     info: Value,
+    /// Images this runtime loaded, with their bottom layer's diff_id: when the build ends
+    /// the first per bottom layer stays (the next build's steps start from it, and its base
+    /// layers stay unpacked in the engine), the others (each step's parent) are removed.
+    loaded: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Drop for DockerRuntime {
+    fn drop(&mut self) {
+        let loaded = std::mem::take(&mut *self.loaded.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut kept: Vec<&str> = Vec::new();
+        for (id, bottom) in &loaded {
+            if !kept.contains(&bottom.as_str()) {
+                kept.push(bottom);
+                continue;
+            }
+            let _ = self.request(
+                "DELETE",
+                &format!("/images/{}?noprune=1", http::encode(id)),
+                ReqBody::None,
+            );
+        }
+    }
 }
 
 /// What the engine said about a failed request.
@@ -173,6 +195,7 @@ impl DockerRuntime {
             os_type: String::new(),
             server_version: String::new(),
             info: Value::Null,
+            loaded: std::sync::Mutex::new(Vec::new()),
         };
         let (_, version) = rt.json(
             "GET",
@@ -318,6 +341,10 @@ impl DockerRuntime {
                 img.id
             )));
         }
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).push((
+            img.id.clone(),
+            img.diff_ids.first().cloned().unwrap_or_default(),
+        ));
         Ok(Some(img.id.clone()))
     }
 
