@@ -201,7 +201,13 @@ pub(super) fn isolation(
 /// (untagged), and a function that streams it as `save --format docker` writes it.
 pub(super) fn parent_image(ctx: &Ctx<'_>, state: &StageState) -> Result<ParentImage, String> {
     let store = ctx.store;
-    let config_bytes = serde_json::to_vec(&state.config).map_err(|e| e.to_string())?;
+    // Only the layers and the platform matter to the engine (the step brings its own
+    // environment, user and directory): without the build's time and history, the same
+    // parent has the same ID in every build, and the engine keeps one image for it.
+    let mut config = state.config.clone();
+    config.created = None;
+    config.history.clear();
+    let config_bytes = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
     let config_digest = store
         .put_blob(&config_bytes, None)
         .map_err(|e| e.to_string())?;

@@ -105,19 +105,24 @@ pub struct DockerRuntime {
     os_type: String,
     server_version: String,
     info: Value,
-    /// Images this runtime loaded, with their bottom layer's diff_id: when the build ends
-    /// the first per bottom layer stays (the next build's steps start from it, and its base
-    /// layers stay unpacked in the engine), the others (each step's parent) are removed.
-    loaded: std::sync::Mutex<Vec<(String, String)>>,
+    /// The parents steps ran on, with their bottom layer's diff_id and whether this runtime
+    /// loaded them: when the build ends the first per bottom layer stays (the next build's
+    /// steps start from it, and its base layers stay unpacked in the engine), and the others
+    /// this runtime loaded (each step's parent) are removed; an image the engine had before is
+    /// never removed.
+    loaded: std::sync::Mutex<Vec<(String, String, bool)>>,
 }
 
 impl Drop for DockerRuntime {
     fn drop(&mut self) {
         let loaded = std::mem::take(&mut *self.loaded.lock().unwrap_or_else(|p| p.into_inner()));
         let mut kept: Vec<&str> = Vec::new();
-        for (id, bottom) in &loaded {
+        for (id, bottom, ours) in &loaded {
             if !kept.contains(&bottom.as_str()) {
                 kept.push(bottom);
+                continue;
+            }
+            if !ours || loaded.iter().any(|(i, _, o)| i == id && !o) {
                 continue;
             }
             let _ = self.request(
@@ -309,7 +314,13 @@ impl DockerRuntime {
             &[200, 404],
             "looking up the parent image",
         )?;
+        let bottom = img.diff_ids.first().cloned().unwrap_or_default();
         if status == 200 {
+            self.loaded.lock().unwrap_or_else(|p| p.into_inner()).push((
+                img.id.clone(),
+                bottom,
+                false,
+            ));
             return Ok(Some(img.id.clone()));
         }
         let save = img.save.clone();
@@ -341,10 +352,10 @@ impl DockerRuntime {
                 img.id
             )));
         }
-        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).push((
-            img.id.clone(),
-            img.diff_ids.first().cloned().unwrap_or_default(),
-        ));
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((img.id.clone(), bottom, true));
         Ok(Some(img.id.clone()))
     }
 
