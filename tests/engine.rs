@@ -487,3 +487,388 @@ fn a_windows_run_on_this_linux_host_names_the_runtime_it_needs() {
         assert!(err.contains(bad[0]), "{bad:?}: {err}");
     }
 }
+
+/// A Docker engine that answers as a Windows Server 2022 engine does, on a unix socket:
+/// enough of the Engine API for RUN steps (version, info, load, create, attach, start,
+/// wait, commit, inspect, save, remove), every request kept. Its step writes
+/// `C:\app\built.txt` (attributes 33: read-only and archive) and a hive delta.
+struct WindowsEngine {
+    socket: PathBuf,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>,
+}
+
+fn read_request(
+    r: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
+) -> Option<(String, String, Vec<u8>)> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_string(), parts.next()?.to_string());
+    let (mut len, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body.resize(len, 0);
+        r.read_exact(&mut body).ok()?;
+    }
+    Some((method, path, body))
+}
+
+/// The diff_ids of the image in a `docker save` archive, and its ID.
+fn loaded_image(archive: &[u8]) -> (String, Vec<String>) {
+    use sha2::Digest;
+    let mut r = wcbuild::layer::tar::TarReader::new(archive);
+    let mut files = BTreeMap::new();
+    while let Some(e) = r.next_entry().unwrap() {
+        let mut d = Vec::new();
+        std::io::Read::read_to_end(&mut r.content(), &mut d).unwrap();
+        files.insert(e.header.path.clone(), d);
+    }
+    let m: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let cfg = &files[m[0]["Config"].as_str().unwrap()];
+    let c: serde_json::Value = serde_json::from_slice(cfg).unwrap();
+    let ids = c["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    (format!("sha256:{:x}", sha2::Sha256::digest(cfg)), ids)
+}
+
+impl WindowsEngine {
+    fn start(dir: &Path) -> WindowsEngine {
+        use std::io::Write;
+        let socket = dir.join("windows-engine.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        // The step's layer, as a Windows engine's diff: Files/ and Hives/ with records.
+        let mut w = wcbuild::layer::LayerWriter::new(
+            Vec::new(),
+            wcbuild::layer::LayerOptions {
+                format: wcbuild::layer::Format::Windows,
+                compression: wcbuild::layer::Compression::None,
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut h =
+            wcbuild::layer::tar::Header::new("app/built.txt", wcbuild::layer::tar::Kind::File);
+        h.size = 7;
+        w.append(h, Some(&mut &b"built\r\n"[..]), false).unwrap();
+        let (d, mut top) = w.finish().unwrap();
+        // Attributes the engine's exporter wrote (read-only, archive), which must survive.
+        let at = top
+            .windows(6)
+            .position(|x| x == b"attr=3")
+            .expect("an attribute record");
+        let _ = at;
+        let top_tar = {
+            let mut entries = Vec::new();
+            let mut r = wcbuild::layer::tar::TarReader::new(&top[..]);
+            while let Some(e) = r.next_entry().unwrap() {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut r.content(), &mut data).unwrap();
+                let mut h = e.header;
+                if h.path == "Files/app/built.txt" {
+                    h.pax.insert("MSWINDOWS.fileattr".into(), "33".into());
+                }
+                entries.push((h, data));
+            }
+            let mut out = Vec::new();
+            for (h, data) in &entries {
+                wcbuild::layer::tar::write_entry(&mut out, h, true, Some(&mut &data[..])).unwrap();
+            }
+            out.extend_from_slice(&[0u8; 1024]);
+            out
+        };
+        let top_hex = {
+            use sha2::Digest;
+            format!("{:x}", sha2::Sha256::digest(&top_tar))
+        };
+        std::thread::spawn(move || {
+            let mut images: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+            let started_rx = std::sync::Arc::new(std::sync::Mutex::new(started_rx));
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let mut r = std::io::BufReader::new(conn.try_clone().unwrap());
+                let Some((method, path, body)) = read_request(&mut r) else {
+                    continue;
+                };
+                log.lock()
+                    .unwrap()
+                    .push((method.clone(), path.clone(), body.clone()));
+                let mut out = conn;
+                let path_only = path.split('?').next().unwrap().to_string();
+                let p = path_only
+                    .splitn(3, '/')
+                    .nth(2)
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or(path_only.clone());
+                let reply = |out: &mut std::os::unix::net::UnixStream,
+                             status: &str,
+                             body: &[u8]| {
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = out.write_all(body);
+                };
+                let json = |v: serde_json::Value| v.to_string().into_bytes();
+                if path_only == "/version" {
+                    reply(
+                        &mut out,
+                        "200 OK",
+                        &json(
+                            serde_json::json!({"ApiVersion": "1.44", "MinAPIVersion": "1.24", "Os": "windows", "Version": "25.0.3"}),
+                        ),
+                    );
+                } else if p == "/info" {
+                    reply(
+                        &mut out,
+                        "200 OK",
+                        &json(
+                            serde_json::json!({"OSType": "windows", "OperatingSystem": "Windows Server 2022 Datacenter Version 21H2 (OS Build 20348.2227)", "KernelVersion": "10.0 20348 (20348.1.amd64fre.fe_release.210507-1500)"}),
+                        ),
+                    );
+                } else if p == "/images/load" {
+                    let (id, ids) = loaded_image(&body);
+                    images.insert(id.clone(), ids);
+                    reply(
+                        &mut out,
+                        "200 OK",
+                        &json(serde_json::json!({"stream": format!("Loaded image ID: {id}\n")})),
+                    );
+                } else if method == "GET" && p.starts_with("/images/") && p.ends_with("/json") {
+                    let id = p
+                        .trim_start_matches("/images/")
+                        .trim_end_matches("/json")
+                        .replace("%3A", ":");
+                    match images.get(&id) {
+                        Some(l) => reply(
+                            &mut out,
+                            "200 OK",
+                            &json(serde_json::json!({"Id": id, "RootFS": {"Layers": l}})),
+                        ),
+                        None => reply(
+                            &mut out,
+                            "404 Not Found",
+                            &json(serde_json::json!({"message": format!("No such image: {id}")})),
+                        ),
+                    }
+                } else if p == "/containers/create" {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let img = v["Image"].as_str().unwrap_or("").to_string();
+                    if !images.contains_key(&img) {
+                        reply(
+                            &mut out,
+                            "404 Not Found",
+                            &json(serde_json::json!({"message": "No such image"})),
+                        );
+                    } else {
+                        images.insert("parent".into(), images[&img].clone());
+                        reply(
+                            &mut out,
+                            "201 Created",
+                            &json(serde_json::json!({"Id": "c1", "Warnings": []})),
+                        );
+                    }
+                } else if p.ends_with("/attach") {
+                    let _ = out.write_all(b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n");
+                    let rx = started_rx.clone();
+                    std::thread::spawn(move || {
+                        let _ = rx
+                            .lock()
+                            .unwrap()
+                            .recv_timeout(std::time::Duration::from_secs(20));
+                        let msg = b"hello from windows\r\n";
+                        let mut f = vec![1u8, 0, 0, 0];
+                        f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+                        f.extend_from_slice(msg);
+                        let _ = out.write_all(&f);
+                    });
+                } else if p.ends_with("/start") {
+                    let _ = started_tx.send(());
+                    reply(&mut out, "204 No Content", b"");
+                } else if p.ends_with("/wait") {
+                    reply(
+                        &mut out,
+                        "200 OK",
+                        &json(serde_json::json!({"StatusCode": 0})),
+                    );
+                } else if p == "/commit" {
+                    let mut l = images.get("parent").cloned().unwrap_or_default();
+                    l.push(format!("sha256:{top_hex}"));
+                    images.insert("sha256:committed".into(), l);
+                    reply(
+                        &mut out,
+                        "201 Created",
+                        &json(serde_json::json!({"Id": "sha256:committed"})),
+                    );
+                } else if p.ends_with("/get") {
+                    let mut tar = Vec::new();
+                    let mut h = wcbuild::layer::tar::Header::new(
+                        &format!("blobs/sha256/{top_hex}"),
+                        wcbuild::layer::tar::Kind::File,
+                    );
+                    h.size = top_tar.len() as u64;
+                    wcbuild::layer::tar::write_entry(&mut tar, &h, false, Some(&mut &top_tar[..]))
+                        .unwrap();
+                    tar.extend_from_slice(&[0u8; 1024]);
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        tar.len()
+                    );
+                    let _ = out.write_all(&tar);
+                } else if method == "DELETE" {
+                    reply(&mut out, "200 OK", b"[]");
+                } else {
+                    reply(
+                        &mut out,
+                        "404 Not Found",
+                        &json(serde_json::json!({"message": format!("page not found: {path}")})),
+                    );
+                }
+            }
+        });
+        WindowsEngine { socket, requests }
+    }
+
+    fn request(&self, method: &str, path_end: &str) -> Option<serde_json::Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(m, p, _)| m == method && p.split('?').next().unwrap().ends_with(path_end))
+            .map(|(_, _, b)| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+#[test]
+fn a_windows_stage_through_a_windows_engine() {
+    let dir = common::tempdir("engine", "winengine");
+    let engine = WindowsEngine::start(&dir);
+    let root = dir.join("store");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/nanoserver.tar");
+    let (code, _, err) = common::wcbuild_at(&root, &["load", "-i", fixture.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = context(
+        &dir,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM mcr.microsoft.com/windows/nanoserver:ltsc2022\nRUN echo hi\n",
+        )],
+    );
+    let host = format!("unix://{}", engine.socket.display());
+    let meta = dir.join("meta.json");
+    let (code, _, err) = common::wcbuild_at(
+        &root,
+        &[
+            "build",
+            "-t",
+            "w",
+            "--progress",
+            "plain",
+            "--docker-host",
+            &host,
+            "--memory",
+            "2g",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // The isolation is decided against the engine's host (Server 2022: process).
+    assert!(err.contains("windows 25.0.3, API 1.44"), "{err}");
+    assert!(err.contains("note: isolation process: "), "{err}");
+    assert!(err.contains("hello from windows"), "{err}");
+    let create = engine.request("POST", "/containers/create").unwrap();
+    assert_eq!(create["HostConfig"]["Isolation"], "process");
+    assert_eq!(create["HostConfig"]["NetworkMode"], "default");
+    assert_eq!(create["HostConfig"]["Memory"], 2u64 << 30);
+    assert_eq!(
+        create["Cmd"],
+        serde_json::json!(["cmd", "/S", "/C", "echo hi"])
+    );
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["wcbuild.isolation"][0]["isolation"], "process", "{m}");
+    assert_eq!(m["wcbuild.isolation"][0]["line"], 2, "{m}");
+    // The engine's Windows diff became the layer, its records kept.
+    let store = wcbuild::store::Store::open(&root).unwrap();
+    let e = wcbuild::ops::images::resolve(&store, "w").unwrap();
+    let man: wcbuild::image::Manifest =
+        serde_json::from_slice(&store.read_blob(&e.digest).unwrap()).unwrap();
+    let top = man.layers.last().unwrap();
+    let report = wcbuild::layer::check_windows_layer(
+        store.open_blob(&top.digest).unwrap(),
+        wcbuild::layer::ReadLimits::default(),
+    )
+    .unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let mut tar = wcbuild::layer::tar_reader(
+        store.open_blob(&top.digest).unwrap(),
+        wcbuild::layer::ReadLimits::default(),
+    )
+    .unwrap();
+    let mut found = None;
+    while let Some(en) = tar.next_entry().unwrap() {
+        if en.header.path == "Files/app/built.txt" {
+            found = en.header.pax.get("MSWINDOWS.fileattr").cloned();
+        }
+    }
+    assert_eq!(found.as_deref(), Some("33"));
+    // Hyper-V asked: the engine is told so.
+    let (code, _, err) = common::wcbuild_at(
+        &root,
+        &[
+            "build",
+            "--no-cache",
+            "--progress",
+            "plain",
+            "--docker-host",
+            &host,
+            "--isolation",
+            "hyperv",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let create = engine.request("POST", "/containers/create").unwrap();
+    assert_eq!(create["HostConfig"]["Isolation"], "hyperv");
+    assert!(engine.request("DELETE", "/containers/c1").is_some());
+}
