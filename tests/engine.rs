@@ -494,8 +494,11 @@ fn a_windows_run_on_this_linux_host_names_the_runtime_it_needs() {
 /// `C:\app\built.txt` (attributes 33: read-only and archive) and a hive delta.
 struct WindowsEngine {
     socket: PathBuf,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Request>>>,
 }
+
+/// Method, path, body.
+type Request = (String, String, Vec<u8>);
 
 fn read_request(
     r: &mut std::io::BufReader<std::os::unix::net::UnixStream>,
@@ -585,13 +588,8 @@ impl WindowsEngine {
             wcbuild::layer::tar::Header::new("app/built.txt", wcbuild::layer::tar::Kind::File);
         h.size = 7;
         w.append(h, Some(&mut &b"built\r\n"[..]), false).unwrap();
-        let (d, mut top) = w.finish().unwrap();
+        let (_, top) = w.finish().unwrap();
         // Attributes the engine's exporter wrote (read-only, archive), which must survive.
-        let at = top
-            .windows(6)
-            .position(|x| x == b"attr=3")
-            .expect("an attribute record");
-        let _ = at;
         let top_tar = {
             let mut entries = Vec::new();
             let mut r = wcbuild::layer::tar::TarReader::new(&top[..]);
