@@ -27,7 +27,19 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The data root holds overlay mounts only while containers run; remove what we can.
+        // A killed engine can leave mounts (its network namespace, overlays) under its
+        // directories: detach them so the directory can go.
+        let prefix = format!("{}/", self.dir.display());
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
