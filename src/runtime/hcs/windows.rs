@@ -1,17 +1,24 @@
 //! The real Host Compute Service calls (Windows only): computecore.dll and
-//! computestorage.dll through `windows-sys` (`Win32_System_HostComputeSystem`), each
-//! compute-system call made synchronous with an operation and its result document freed
-//! with `LocalFree`; the base layer's VHD made with virtdisk.dll (`CreateVirtualDisk`);
-//! vmcompute.dll's `GetLayerMountPath`, which no binding declares, declared here. Type-checked
-//! and linted for `x86_64-pc-windows-gnu`; not yet run on a real Windows host.
+//! computestorage.dll with the types of `windows-sys` (`Win32_System_HostComputeSystem`),
+//! each compute-system call made synchronous with an operation and its result document
+//! freed with `LocalFree`; the base layer's VHD made with virtdisk.dll (`CreateVirtualDisk`);
+//! vmcompute.dll's `GetLayerMountPath`, which no binding declares. The DLLs are loaded from
+//! System32 when the runtime is made, not linked: wcbuild.exe starts on hosts without the
+//! Containers feature (and under Wine), and `--runtime hcs` there says which DLL is missing.
+//! Type-checked and linted for `x86_64-pc-windows-gnu`; not yet run on a real Windows host.
 
 use super::api::{Handle, HcsApi, HcsError, ProcessIo};
 use crate::runtime::RuntimeError;
 use std::ffi::c_void;
 use std::os::windows::io::FromRawHandle;
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, LocalFree};
+use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HMODULE, LocalFree};
+use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 use windows_sys::Win32::Storage::Vhd;
 use windows_sys::Win32::System::HostComputeSystem as hcs;
+use windows_sys::Win32::System::IO::OVERLAPPED;
+use windows_sys::Win32::System::LibraryLoader::{
+    GetProcAddress, LOAD_LIBRARY_SEARCH_SYSTEM32, LoadLibraryExW,
+};
 use windows_sys::core::{HRESULT, PCWSTR, PWSTR};
 
 /// `INFINITE`.
@@ -28,7 +35,97 @@ struct DriverInfo {
     home_dir: PCWSTR,
 }
 
-windows_link::link!("vmcompute.dll" "system" fn GetLayerMountPath(info : *const DriverInfo, id : PCWSTR, length : *mut usize, buffer : PWSTR) -> HRESULT);
+/// What `GetProcAddress` returns.
+type Proc = unsafe extern "system" fn() -> isize;
+
+/// Loads a DLL from System32.
+fn library(name: &str) -> Result<HMODULE, RuntimeError> {
+    let w = wide(name);
+    // SAFETY: a NUL-terminated name; System32 only, so no planted DLL is found first.
+    let m = unsafe {
+        LoadLibraryExW(
+            w.as_ptr(),
+            std::ptr::null_mut(),
+            LOAD_LIBRARY_SEARCH_SYSTEM32,
+        )
+    };
+    if m.is_null() {
+        return Err(RuntimeError::Unsupported(format!(
+            "{name} cannot be loaded ({}): the Host Compute Service needs the Containers feature (and Hyper-V for Hyper-V isolation)",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(m)
+}
+
+/// A function of a loaded DLL.
+fn symbol(m: HMODULE, dll: &str, name: &str) -> Result<Proc, RuntimeError> {
+    // SAFETY: a loaded module and a NUL-terminated name.
+    unsafe { GetProcAddress(m, name.as_ptr()) }.ok_or_else(|| {
+        RuntimeError::Unsupported(format!(
+            "{dll} has no {}: this Windows is too old for the Host Compute Service calls wcbuild makes",
+            name.trim_end_matches('\0')
+        ))
+    })
+}
+
+/// Declares the functions taken from one DLL and loads them.
+macro_rules! dll {
+    ($table:ident, $dll:literal, { $($name:ident: fn($($arg:ty),* $(,)?) $(-> $ret:ty)?;)* }) => {
+        #[allow(non_snake_case)]
+        struct $table {
+            $($name: unsafe extern "system" fn($($arg),*) $(-> $ret)?,)*
+        }
+        impl $table {
+            fn load() -> Result<$table, RuntimeError> {
+                let m = library($dll)?;
+                Ok($table {
+                    $($name: {
+                        let p = symbol(m, $dll, concat!(stringify!($name), "\0"))?;
+                        // SAFETY: the documented signature of this export.
+                        unsafe {
+                            std::mem::transmute::<Proc, unsafe extern "system" fn($($arg),*) $(-> $ret)?>(p)
+                        }
+                    },)*
+                })
+            }
+        }
+    };
+}
+
+dll!(Core, "computecore.dll", {
+    HcsCreateOperation: fn(*const c_void, hcs::HCS_OPERATION_COMPLETION) -> hcs::HCS_OPERATION;
+    HcsCloseOperation: fn(hcs::HCS_OPERATION);
+    HcsWaitForOperationResult: fn(hcs::HCS_OPERATION, u32, *mut PWSTR) -> HRESULT;
+    HcsWaitForOperationResultAndProcessInfo: fn(hcs::HCS_OPERATION, u32, *mut hcs::HCS_PROCESS_INFORMATION, *mut PWSTR) -> HRESULT;
+    HcsCreateComputeSystem: fn(PCWSTR, PCWSTR, hcs::HCS_OPERATION, *const c_void, *mut hcs::HCS_SYSTEM) -> HRESULT;
+    HcsStartComputeSystem: fn(hcs::HCS_SYSTEM, hcs::HCS_OPERATION, PCWSTR) -> HRESULT;
+    HcsShutDownComputeSystem: fn(hcs::HCS_SYSTEM, hcs::HCS_OPERATION, PCWSTR) -> HRESULT;
+    HcsTerminateComputeSystem: fn(hcs::HCS_SYSTEM, hcs::HCS_OPERATION, PCWSTR) -> HRESULT;
+    HcsCloseComputeSystem: fn(hcs::HCS_SYSTEM);
+    HcsCreateProcess: fn(hcs::HCS_SYSTEM, PCWSTR, hcs::HCS_OPERATION, *const c_void, *mut hcs::HCS_PROCESS) -> HRESULT;
+    HcsWaitForProcessExit: fn(hcs::HCS_PROCESS, u32, *mut PWSTR) -> HRESULT;
+    HcsTerminateProcess: fn(hcs::HCS_PROCESS, hcs::HCS_OPERATION, PCWSTR) -> HRESULT;
+    HcsCloseProcess: fn(hcs::HCS_PROCESS);
+});
+
+dll!(Storage, "computestorage.dll", {
+    HcsImportLayer: fn(PCWSTR, PCWSTR, PCWSTR) -> HRESULT;
+    HcsExportLayer: fn(PCWSTR, PCWSTR, PCWSTR, PCWSTR) -> HRESULT;
+    HcsDestroyLayer: fn(PCWSTR) -> HRESULT;
+    HcsSetupBaseOSLayer: fn(PCWSTR, HANDLE, PCWSTR) -> HRESULT;
+    HcsInitializeWritableLayer: fn(PCWSTR, PCWSTR, PCWSTR) -> HRESULT;
+    HcsAttachLayerStorageFilter: fn(PCWSTR, PCWSTR) -> HRESULT;
+    HcsDetachLayerStorageFilter: fn(PCWSTR) -> HRESULT;
+});
+
+dll!(VirtDisk, "virtdisk.dll", {
+    CreateVirtualDisk: fn(*const Vhd::VIRTUAL_STORAGE_TYPE, PCWSTR, Vhd::VIRTUAL_DISK_ACCESS_MASK, PSECURITY_DESCRIPTOR, Vhd::CREATE_VIRTUAL_DISK_FLAG, u32, *const Vhd::CREATE_VIRTUAL_DISK_PARAMETERS, *const OVERLAPPED, *mut HANDLE) -> u32;
+});
+
+dll!(VmCompute, "vmcompute.dll", {
+    GetLayerMountPath: fn(*const DriverInfo, PCWSTR, *mut usize, PWSTR) -> HRESULT;
+});
 
 /// A NUL-terminated UTF-16 copy of `s`.
 fn wide(s: &str) -> Vec<u16> {
@@ -73,12 +170,12 @@ fn check(call: &'static str, hr: HRESULT, result: String) -> Result<(), HcsError
 }
 
 /// An operation, closed when dropped.
-struct Operation(hcs::HCS_OPERATION);
+struct Operation<'a>(hcs::HCS_OPERATION, &'a Core);
 
-impl Operation {
-    fn new(call: &'static str) -> Result<Operation, HcsError> {
+impl<'a> Operation<'a> {
+    fn new(core: &'a Core, call: &'static str) -> Result<Operation<'a>, HcsError> {
         // SAFETY: no context and no callback: the operation is waited for.
-        let op = unsafe { hcs::HcsCreateOperation(std::ptr::null(), None) };
+        let op = unsafe { (core.HcsCreateOperation)(std::ptr::null(), None) };
         if op.is_null() {
             return Err(HcsError {
                 call,
@@ -86,23 +183,23 @@ impl Operation {
                 result: "HcsCreateOperation returned no operation".into(),
             });
         }
-        Ok(Operation(op))
+        Ok(Operation(op, core))
     }
 
     fn wait(&self, call: &'static str) -> Result<String, HcsError> {
         let mut result: PWSTR = std::ptr::null_mut();
         // SAFETY: a live operation; the result is freed by `take`.
-        let hr = unsafe { hcs::HcsWaitForOperationResult(self.0, INFINITE, &mut result) };
+        let hr = unsafe { (self.1.HcsWaitForOperationResult)(self.0, INFINITE, &mut result) };
         let doc = take(result);
         check(call, hr, doc.clone())?;
         Ok(doc)
     }
 }
 
-impl Drop for Operation {
+impl Drop for Operation<'_> {
     fn drop(&mut self) {
         // SAFETY: created by HcsCreateOperation, closed once.
-        unsafe { hcs::HcsCloseOperation(self.0) };
+        unsafe { (self.1.HcsCloseOperation)(self.0) };
     }
 }
 
@@ -114,13 +211,29 @@ fn ptr(h: Handle) -> *mut c_void {
     h as usize as *mut c_void
 }
 
-/// The real service.
-pub struct WindowsHcs;
+/// The real service: the functions of its DLLs, loaded once.
+pub struct WindowsHcs {
+    core: Core,
+    storage: Storage,
+    virtdisk: VirtDisk,
+    vmcompute: VmCompute,
+}
+
+// SAFETY: the tables hold only function pointers of thread-safe system DLLs.
+unsafe impl Send for WindowsHcs {}
+// SAFETY: as above.
+unsafe impl Sync for WindowsHcs {}
 
 impl WindowsHcs {
-    /// The service of this machine (the DLLs load on the first call).
+    /// The service of this machine: its DLLs loaded from System32, or an error naming the
+    /// one that is missing.
     pub fn new() -> Result<WindowsHcs, RuntimeError> {
-        Ok(WindowsHcs)
+        Ok(WindowsHcs {
+            core: Core::load()?,
+            storage: Storage::load()?,
+            virtdisk: VirtDisk::load()?,
+            vmcompute: VmCompute::load()?,
+        })
     }
 }
 
@@ -132,7 +245,7 @@ impl HcsApi for WindowsHcs {
     fn import_layer(&self, layer: &str, source: &str, layer_data: &str) -> Result<(), HcsError> {
         let (l, s, d) = (wide(layer), wide(source), wide(layer_data));
         // SAFETY: NUL-terminated strings that outlive the call.
-        let hr = unsafe { hcs::HcsImportLayer(l.as_ptr(), s.as_ptr(), d.as_ptr()) };
+        let hr = unsafe { (self.storage.HcsImportLayer)(l.as_ptr(), s.as_ptr(), d.as_ptr()) };
         check("HcsImportLayer", hr, format!("layer `{layer}`"))
     }
 
@@ -154,7 +267,7 @@ impl HcsApi for WindowsHcs {
         let mut disk: HANDLE = std::ptr::null_mut();
         // SAFETY: valid parameters of version 2; the handle is closed below.
         let err = unsafe {
-            Vhd::CreateVirtualDisk(
+            (self.virtdisk.CreateVirtualDisk)(
                 &storage,
                 vhd.as_ptr(),
                 Vhd::VIRTUAL_DISK_ACCESS_NONE,
@@ -175,7 +288,7 @@ impl HcsApi for WindowsHcs {
         }
         let (l, o) = (wide(layer), wide(options));
         // SAFETY: a live VHD handle and NUL-terminated strings.
-        let hr = unsafe { hcs::HcsSetupBaseOSLayer(l.as_ptr(), disk, o.as_ptr()) };
+        let hr = unsafe { (self.storage.HcsSetupBaseOSLayer)(l.as_ptr(), disk, o.as_ptr()) };
         // SAFETY: the handle CreateVirtualDisk returned, closed once.
         unsafe { CloseHandle(disk) };
         check("HcsSetupBaseOSLayer", hr, format!("layer `{layer}`"))
@@ -189,7 +302,8 @@ impl HcsApi for WindowsHcs {
     ) -> Result<(), HcsError> {
         let (w, d, o) = (wide(writable), wide(layer_data), wide(options));
         // SAFETY: NUL-terminated strings (or null options).
-        let hr = unsafe { hcs::HcsInitializeWritableLayer(w.as_ptr(), d.as_ptr(), opt(&o)) };
+        let hr =
+            unsafe { (self.storage.HcsInitializeWritableLayer)(w.as_ptr(), d.as_ptr(), opt(&o)) };
         check(
             "HcsInitializeWritableLayer",
             hr,
@@ -200,7 +314,7 @@ impl HcsApi for WindowsHcs {
     fn attach_layer_storage_filter(&self, layer: &str, layer_data: &str) -> Result<(), HcsError> {
         let (l, d) = (wide(layer), wide(layer_data));
         // SAFETY: NUL-terminated strings.
-        let hr = unsafe { hcs::HcsAttachLayerStorageFilter(l.as_ptr(), d.as_ptr()) };
+        let hr = unsafe { (self.storage.HcsAttachLayerStorageFilter)(l.as_ptr(), d.as_ptr()) };
         check(
             "HcsAttachLayerStorageFilter",
             hr,
@@ -226,12 +340,16 @@ impl HcsApi for WindowsHcs {
         };
         let mut len: usize = 0;
         // SAFETY: the first call asks for the length only.
-        let hr = unsafe { GetLayerMountPath(&info, id.as_ptr(), &mut len, std::ptr::null_mut()) };
+        let hr = unsafe {
+            (self.vmcompute.GetLayerMountPath)(&info, id.as_ptr(), &mut len, std::ptr::null_mut())
+        };
         check("GetLayerMountPath", hr, format!("layer `{layer}`"))?;
         let mut buf = vec![0u16; len.max(1) + 1];
         let mut cap = buf.len();
         // SAFETY: a buffer of `cap` characters.
-        let hr = unsafe { GetLayerMountPath(&info, id.as_ptr(), &mut cap, buf.as_mut_ptr()) };
+        let hr = unsafe {
+            (self.vmcompute.GetLayerMountPath)(&info, id.as_ptr(), &mut cap, buf.as_mut_ptr())
+        };
         check("GetLayerMountPath", hr, format!("layer `{layer}`"))?;
         let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
         Ok(String::from_utf16_lossy(&buf[..end]))
@@ -240,7 +358,7 @@ impl HcsApi for WindowsHcs {
     fn detach_layer_storage_filter(&self, layer: &str) -> Result<(), HcsError> {
         let l = wide(layer);
         // SAFETY: a NUL-terminated string.
-        let hr = unsafe { hcs::HcsDetachLayerStorageFilter(l.as_ptr()) };
+        let hr = unsafe { (self.storage.HcsDetachLayerStorageFilter)(l.as_ptr()) };
         check(
             "HcsDetachLayerStorageFilter",
             hr,
@@ -249,18 +367,24 @@ impl HcsApi for WindowsHcs {
     }
 
     fn create_compute_system(&self, id: &str, config: &str) -> Result<Handle, HcsError> {
-        let op = Operation::new("HcsCreateComputeSystem")?;
+        let op = Operation::new(&self.core, "HcsCreateComputeSystem")?;
         let (i, c) = (wide(id), wide(config));
         let mut sys: hcs::HCS_SYSTEM = std::ptr::null_mut();
         // SAFETY: NUL-terminated strings, a live operation, no security descriptor.
         let hr = unsafe {
-            hcs::HcsCreateComputeSystem(i.as_ptr(), c.as_ptr(), op.0, std::ptr::null(), &mut sys)
+            (self.core.HcsCreateComputeSystem)(
+                i.as_ptr(),
+                c.as_ptr(),
+                op.0,
+                std::ptr::null(),
+                &mut sys,
+            )
         };
         check("HcsCreateComputeSystem", hr, String::new())?;
         if let Err(e) = op.wait("HcsCreateComputeSystem") {
             if !sys.is_null() {
                 // SAFETY: the handle just returned, closed once.
-                unsafe { hcs::HcsCloseComputeSystem(sys) };
+                unsafe { (self.core.HcsCloseComputeSystem)(sys) };
             }
             return Err(e);
         }
@@ -268,10 +392,10 @@ impl HcsApi for WindowsHcs {
     }
 
     fn start_compute_system(&self, system: Handle, options: &str) -> Result<(), HcsError> {
-        let op = Operation::new("HcsStartComputeSystem")?;
+        let op = Operation::new(&self.core, "HcsStartComputeSystem")?;
         let o = wide(options);
         // SAFETY: a live system handle and operation.
-        let hr = unsafe { hcs::HcsStartComputeSystem(ptr(system), op.0, opt(&o)) };
+        let hr = unsafe { (self.core.HcsStartComputeSystem)(ptr(system), op.0, opt(&o)) };
         check("HcsStartComputeSystem", hr, String::new())?;
         op.wait("HcsStartComputeSystem").map(|_| ())
     }
@@ -281,12 +405,12 @@ impl HcsApi for WindowsHcs {
         system: Handle,
         params: &str,
     ) -> Result<(Handle, ProcessIo), HcsError> {
-        let op = Operation::new("HcsCreateProcess")?;
+        let op = Operation::new(&self.core, "HcsCreateProcess")?;
         let p = wide(params);
         let mut process: hcs::HCS_PROCESS = std::ptr::null_mut();
         // SAFETY: a live system handle and operation, no security descriptor.
         let hr = unsafe {
-            hcs::HcsCreateProcess(
+            (self.core.HcsCreateProcess)(
                 ptr(system),
                 p.as_ptr(),
                 op.0,
@@ -299,13 +423,18 @@ impl HcsApi for WindowsHcs {
         let mut result: PWSTR = std::ptr::null_mut();
         // SAFETY: a live operation; the result is freed by `take`.
         let hr = unsafe {
-            hcs::HcsWaitForOperationResultAndProcessInfo(op.0, INFINITE, &mut info, &mut result)
+            (self.core.HcsWaitForOperationResultAndProcessInfo)(
+                op.0,
+                INFINITE,
+                &mut info,
+                &mut result,
+            )
         };
         let doc = take(result);
         if let Err(e) = check("HcsCreateProcess", hr, doc) {
             if !process.is_null() {
                 // SAFETY: the handle just returned, closed once.
-                unsafe { hcs::HcsCloseProcess(process) };
+                unsafe { (self.core.HcsCloseProcess)(process) };
             }
             return Err(e);
         }
@@ -333,7 +462,8 @@ impl HcsApi for WindowsHcs {
     fn wait_for_process_exit(&self, process: Handle, timeout_ms: u32) -> Result<i32, HcsError> {
         let mut result: PWSTR = std::ptr::null_mut();
         // SAFETY: a live process handle; the result is freed by `take`.
-        let hr = unsafe { hcs::HcsWaitForProcessExit(ptr(process), timeout_ms, &mut result) };
+        let hr =
+            unsafe { (self.core.HcsWaitForProcessExit)(ptr(process), timeout_ms, &mut result) };
         let doc = take(result);
         check("HcsWaitForProcessExit", hr, doc.clone())?;
         let v: serde_json::Value = serde_json::from_str(&doc).unwrap_or(serde_json::Value::Null);
@@ -348,16 +478,16 @@ impl HcsApi for WindowsHcs {
     }
 
     fn terminate_process(&self, process: Handle) -> Result<(), HcsError> {
-        let op = Operation::new("HcsTerminateProcess")?;
+        let op = Operation::new(&self.core, "HcsTerminateProcess")?;
         // SAFETY: a live process handle and operation.
-        let hr = unsafe { hcs::HcsTerminateProcess(ptr(process), op.0, std::ptr::null()) };
+        let hr = unsafe { (self.core.HcsTerminateProcess)(ptr(process), op.0, std::ptr::null()) };
         check("HcsTerminateProcess", hr, String::new())?;
         op.wait("HcsTerminateProcess").map(|_| ())
     }
 
     fn close_process(&self, process: Handle) {
         // SAFETY: a process handle, closed once (the runtime forgets it here).
-        unsafe { hcs::HcsCloseProcess(ptr(process)) };
+        unsafe { (self.core.HcsCloseProcess)(ptr(process)) };
     }
 
     fn shut_down_compute_system(&self, system: Handle, force: bool) -> Result<(), HcsError> {
@@ -366,13 +496,13 @@ impl HcsApi for WindowsHcs {
         } else {
             "HcsShutDownComputeSystem"
         };
-        let op = Operation::new(call)?;
+        let op = Operation::new(&self.core, call)?;
         // SAFETY: a live system handle and operation.
         let hr = unsafe {
             if force {
-                hcs::HcsTerminateComputeSystem(ptr(system), op.0, std::ptr::null())
+                (self.core.HcsTerminateComputeSystem)(ptr(system), op.0, std::ptr::null())
             } else {
-                hcs::HcsShutDownComputeSystem(ptr(system), op.0, std::ptr::null())
+                (self.core.HcsShutDownComputeSystem)(ptr(system), op.0, std::ptr::null())
             }
         };
         check(call, hr, String::new())?;
@@ -381,7 +511,7 @@ impl HcsApi for WindowsHcs {
 
     fn close_compute_system(&self, system: Handle) {
         // SAFETY: a system handle, closed once (the runtime forgets it here).
-        unsafe { hcs::HcsCloseComputeSystem(ptr(system)) };
+        unsafe { (self.core.HcsCloseComputeSystem)(ptr(system)) };
     }
 
     fn export_layer(
@@ -393,7 +523,9 @@ impl HcsApi for WindowsHcs {
     ) -> Result<(), HcsError> {
         let (l, f, d, o) = (wide(layer), wide(folder), wide(layer_data), wide(options));
         // SAFETY: NUL-terminated strings.
-        let hr = unsafe { hcs::HcsExportLayer(l.as_ptr(), f.as_ptr(), d.as_ptr(), o.as_ptr()) };
+        let hr = unsafe {
+            (self.storage.HcsExportLayer)(l.as_ptr(), f.as_ptr(), d.as_ptr(), o.as_ptr())
+        };
         check(
             "HcsExportLayer",
             hr,
@@ -404,7 +536,7 @@ impl HcsApi for WindowsHcs {
     fn destroy_layer(&self, layer: &str) -> Result<(), HcsError> {
         let l = wide(layer);
         // SAFETY: a NUL-terminated string.
-        let hr = unsafe { hcs::HcsDestroyLayer(l.as_ptr()) };
+        let hr = unsafe { (self.storage.HcsDestroyLayer)(l.as_ptr()) };
         check("HcsDestroyLayer", hr, format!("layer `{layer}`"))
     }
 }
