@@ -95,6 +95,7 @@ impl Fixture {
         Rootfs {
             lowers: self.lowers.clone(),
             scratch,
+            image: None,
         }
     }
 }
@@ -167,6 +168,7 @@ fn layer_of(changes: &Changes, format: Format) -> (Vec<String>, BTreeMap<String,
         Changes::Snapshot { root, before } => {
             write_snapshot_changes(root, before, &mut w).unwrap();
         }
+        Changes::Layer { .. } => unreachable!("the OCI runtime hands back directories"),
     }
     let tar = w.finish().unwrap().1;
     let mut r = TarReader::new(&tar[..]);

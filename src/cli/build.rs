@@ -114,8 +114,65 @@ pub struct BuildArgs {
     /// run; `network.host` is always allowed
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Where RUN steps run: `oci` (runc or crun; Linux stages on Linux), `hcs` (the Host
+    /// Compute Service; Windows stages on Windows), `docker` (a Docker engine, local or
+    /// remote) [default: by the stage's OS and the host; docker when --docker-host is given]
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<String>,
+    /// The isolation of Windows RUN steps: `auto` (Microsoft's compatibility table and
+    /// Docker's defaults, decided per step), `process` or `hyperv`
+    #[arg(long, value_name = "ISOLATION", default_value = "auto")]
+    pub isolation: String,
+    /// The Docker engine for --runtime docker: `unix:///PATH`, `npipe:////./pipe/NAME` or
+    /// `tcp://HOST:PORT` (TLS from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) [default:
+    /// DOCKER_HOST, else the platform's default socket]
+    #[arg(long, value_name = "URL")]
+    pub docker_host: Option<String>,
+    /// Memory for each RUN step (`4g`, `512m`): the utility VM of Hyper-V steps, the
+    /// container's limit in a Docker engine
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Processors for each RUN step (`2`, `1.5`): the utility VM of Hyper-V steps, the
+    /// container's limit in a Docker engine
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryArgs,
+}
+
+/// `--memory`: `4g`, `512m`, `1024k`, plain bytes (Docker's units, powers of 1024).
+fn parse_memory(s: &str) -> Result<u64, CliError> {
+    let bad = || CliError::Usage(format!("--memory `{s}`: expected a size like 4g or 512m"));
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mul) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !n.is_finite() || n <= 0.0 {
+        return Err(bad());
+    }
+    let bytes = n * mul as f64;
+    if bytes < (4 << 20) as f64 || bytes > u64::MAX as f64 {
+        return Err(CliError::Usage(format!(
+            "--memory `{s}`: at least 4m (a step needs some memory)"
+        )));
+    }
+    Ok(bytes as u64)
+}
+
+/// `--cpus`: a positive number of processors.
+fn parse_cpus(s: &str) -> Result<f64, CliError> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 1024.0 => Ok(n),
+        _ => Err(CliError::Usage(format!(
+            "--cpus `{s}`: expected a number of processors above 0 (e.g. 2 or 1.5)"
+        ))),
+    }
 }
 
 /// `--secret id=ID,src=FILE|env=VAR` as Docker reads it.
@@ -603,6 +660,24 @@ pub fn run(global: &GlobalArgs, args: BuildArgs) -> Result<ExitCode, CliError> {
         secrets: BTreeMap::new(),
         ssh: BTreeMap::new(),
         allow_insecure: false,
+        engine: ops::EngineSettings {
+            runtime: args
+                .runtime
+                .as_deref()
+                .map(|r| {
+                    r.parse()
+                        .map_err(|e: String| CliError::Usage(format!("--runtime: {e}")))
+                })
+                .transpose()?,
+            isolation: args.isolation.parse().map_err(
+                |e: crate::image::compat::IsolationError| {
+                    CliError::Usage(format!("--isolation: {e}"))
+                },
+            )?,
+            docker_host: args.docker_host.clone(),
+            memory: args.memory.as_deref().map(parse_memory).transpose()?,
+            cpus: args.cpus.as_deref().map(parse_cpus).transpose()?,
+        },
     };
     for s in &args.secrets {
         let (id, src) = parse_secret(s)?;

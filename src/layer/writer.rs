@@ -90,6 +90,8 @@ pub struct LayerWriter<W: Write> {
     /// Windows: the case-folded tar paths this layer's whiteouts delete.
     deleted: HashSet<String>,
     started: bool,
+    /// The tar path of the last regular file written (its alternate data streams may follow).
+    last_file: Option<String>,
 }
 
 impl<W: Write> LayerWriter<W> {
@@ -104,6 +106,7 @@ impl<W: Write> LayerWriter<W> {
             names: HashMap::new(),
             deleted: HashSet::new(),
             started: false,
+            last_file: None,
         })
     }
 
@@ -359,6 +362,7 @@ impl<W: Write> LayerWriter<W> {
             header.size = 0;
         }
         self.remember(&header.path, header.kind == Kind::Dir);
+        self.last_file = (header.kind == Kind::File).then(|| header.path.clone());
         let style = self.style();
         write_entry_styled(&mut self.tar, &header, style, content)?;
         Ok(())
@@ -395,6 +399,57 @@ impl<W: Write> LayerWriter<W> {
             windows::decorate(&mut header, self.opts.windows_owner.as_deref(), false);
             self.utility_vm_root(&mut header);
         }
+        self.write(header, content)
+    }
+
+    /// Appends an entry another Windows exporter wrote (a Docker engine's diff, the Host
+    /// Compute Service's export), at its exact tar path (`Files/…`, `Hives/…`), keeping its
+    /// own Windows records (attributes, security descriptor, times) when it has them; an
+    /// entry without `MSWINDOWS.fileattr` is decorated as [`Self::append_at`] does. Names are
+    /// checked and parents synthesized as for [`Self::append_at`]. Linux layers take the
+    /// entry as [`Self::append`] does.
+    pub fn append_verbatim(
+        &mut self,
+        mut header: Header,
+        content: Option<&mut dyn Read>,
+    ) -> io::Result<()> {
+        if !self.windows() {
+            return self.append(header, content, false);
+        }
+        if !header.pax.contains_key(windows::PAX_FILEATTR) {
+            return self.append_at(header, content);
+        }
+        self.start()?;
+        let given = header.path.clone();
+        let path = header.path.trim_matches('/').to_string();
+        if path.is_empty()
+            || path
+                .split('/')
+                .any(|c| c == ".." || c == "." || c.is_empty())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{given}` is not a relative tar path"),
+            ));
+        }
+        header.path = path;
+        header.mtime = self.clamp(header.mtime);
+        // An alternate data stream of the file just written (`Files/x:stream`), as the
+        // exporter writes one.
+        if let Some((base, stream)) = header.path.rsplit_once(':')
+            && header.kind == Kind::File
+            && self.last_file.as_deref() == Some(base)
+            && !stream.is_empty()
+            && !stream.contains(['/', '\\', ':', '*', '?', '"', '<', '>', '|'])
+        {
+            let style = self.style();
+            write_entry_styled(&mut self.tar, &header, style, content)?;
+            return Ok(());
+        }
+        if self.admit(&given, &mut header)? {
+            return Ok(());
+        }
+        self.parents(&given, &header.path, header.mtime)?;
         self.write(header, content)
     }
 

@@ -2,7 +2,10 @@
 //! step model ([`Step`], [`Mount`], [`Rootfs`]), the [`Runtime`] trait the build calls, and
 //! its Linux implementation over an OCI runtime ([`oci::OciRuntime`]: crun or runc, probed);
 //! the bundle as BuildKit writes it ([`spec`]), `USER` resolution ([`user`]), the root file
-//! system (overlayfs or a copy, [`overlay`]).
+//! system (overlayfs or a copy, [`overlay`]); Windows steps through the Host Compute Service
+//! ([`hcs`]: documents and call sequence portable, the calls themselves on Windows only);
+//! any step through a Docker engine ([`docker`]: the Engine API over a unix socket, a named
+//! pipe or TCP with TLS).
 //!
 //! It uses `image` and `layer` only and knows nothing of the store, the cache or Dockerfiles:
 //! the caller unpacks the lower layers, resolves `--mount` sources and secrets, and turns
@@ -10,8 +13,10 @@
 //! `write_snapshot_changes`. A step that exits non-zero is not an error here: the exit code
 //! and the last output lines come back in [`RunOutcome`].
 
+pub mod docker;
 #[cfg(target_os = "linux")]
 mod fsutil;
+pub mod hcs;
 #[cfg(target_os = "linux")]
 pub mod oci;
 #[cfg(target_os = "linux")]
@@ -21,6 +26,7 @@ pub mod spec;
 #[cfg(target_os = "linux")]
 pub mod user;
 
+pub use crate::image::Isolation;
 pub use crate::layer::diff::Snapshot;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +43,71 @@ pub struct Rootfs {
     /// A private (0700) directory the runtime may use: upper, work, merged, bundle. What
     /// [`Changes`] names lives here; the caller removes it after writing the layer.
     pub scratch: PathBuf,
+    /// The parent as an image, for runtimes that keep images of their own (a Docker engine);
+    /// `None` for the others, which read [`Rootfs::lowers`].
+    pub image: Option<ParentImage>,
+}
+
+/// What a runtime needs of the parent to start a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// The parent layers unpacked as directories ([`Rootfs::lowers`]).
+    Lowers,
+    /// The parent as an image the build can stream ([`Rootfs::image`]); no lowers.
+    Image,
+}
+
+/// Writes an image archive (`wcbuild save --format docker`) into the writer given.
+pub type SaveFn = dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()> + Send + Sync;
+
+/// The parent of a step as an image the build has in its store.
+#[derive(Clone)]
+pub struct ParentImage {
+    /// The config digest (`sha256:…`): the image ID a Docker engine gives the image once it
+    /// has loaded it.
+    pub id: String,
+    /// The layers' diff_ids, bottom first.
+    pub diff_ids: Vec<String>,
+    /// The layer blobs (any compression), bottom first, for runtimes that import layers
+    /// themselves (the Host Compute Service).
+    pub layers: Vec<LayerBlob>,
+    /// `linux` or `windows`.
+    pub os: String,
+    /// `os.version` of a Windows image.
+    pub os_version: Option<String>,
+    /// Streams the image as `wcbuild save --format docker` writes it (its name is the
+    /// archive's only tag, if any).
+    pub save: Arc<SaveFn>,
+}
+
+/// One parent layer as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// `sha256:…` of the uncompressed tar.
+    pub diff_id: String,
+    /// The blob's file.
+    pub path: PathBuf,
+}
+
+impl std::fmt::Debug for ParentImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParentImage")
+            .field("id", &self.id)
+            .field("diff_ids", &self.diff_ids)
+            .field("os", &self.os)
+            .field("os_version", &self.os_version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a step may use of the machine: `--memory` and `--cpus` (the utility VM of a
+/// Hyper-V step, the container's limits elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Resources {
+    /// Memory in bytes.
+    pub memory: Option<u64>,
+    /// Processors (fractions allowed where the runtime takes them).
+    pub cpus: Option<f64>,
 }
 
 /// The network a step gets.
@@ -93,6 +164,10 @@ pub struct Step {
     pub extra_hosts: Vec<(String, String)>,
     /// Stops the step from another thread.
     pub cancel: Cancel,
+    /// The isolation decided for the step (`None`: the runtime's own default; Linux steps).
+    pub isolation: Option<Isolation>,
+    /// Memory and processors.
+    pub resources: Resources,
 }
 
 /// One `RUN --mount`.
@@ -183,6 +258,17 @@ pub enum Changes {
         root: PathBuf,
         /// Its metadata before the step.
         before: Snapshot,
+    },
+    /// A layer tar the runtime's own differ made (a Docker engine's top layer; the Host
+    /// Compute Service's exported writable layer), uncompressed, in the stage's format
+    /// (Windows: `Files/`, `Hives/`, PAX Windows records). The caller re-writes it into its
+    /// own layer, entry by entry, so the layer's checks apply to it.
+    Layer {
+        /// The tar file (in the step's scratch directory).
+        tar: PathBuf,
+        /// Paths (relative, `/`-separated) the caller leaves out: mount points the runtime
+        /// had to create.
+        skip: Vec<String>,
     },
 }
 
@@ -278,12 +364,38 @@ pub enum RuntimeError {
     /// Not available on this system.
     #[error("{0}")]
     Unsupported(String),
+    /// A Docker engine refused or failed a request.
+    #[error("docker engine at {endpoint}: {message}")]
+    Engine {
+        /// `unix:///…`, `tcp://…`, `npipe://…`.
+        endpoint: String,
+        /// What it said (its own message verbatim).
+        message: String,
+    },
+    /// A Host Compute Service call failed.
+    #[error("{call}: {message}")]
+    Hcs {
+        /// The function (`HcsCreateComputeSystem`).
+        call: &'static str,
+        /// The HRESULT and the result document.
+        message: String,
+    },
 }
 
 /// Something that runs steps.
 pub trait Runtime: Send + Sync {
     /// A name for messages (`runc 1.1.5 (/usr/sbin/runc)`).
     fn name(&self) -> String;
+    /// What the runtime needs of the parent (the OCI runtime: unpacked lowers).
+    fn needs(&self) -> Needs {
+        Needs::Lowers
+    }
+    /// The Windows host steps would run on (the machine for the Host Compute Service, the
+    /// engine's host for a Docker engine), for the isolation decision; `None` when steps do
+    /// not run on Windows.
+    fn windows_host(&self) -> Result<Option<crate::image::WindowsHost>, RuntimeError> {
+        Ok(None)
+    }
     /// Runs a step on `rootfs`, streaming its output to `output` as it comes.
     fn run(
         &self,

@@ -27,7 +27,19 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // The data root holds overlay mounts only while containers run; remove what we can.
+        // A killed engine can leave mounts (its network namespace, overlays) under its
+        // directories: detach them so the directory can go.
+        let prefix = format!("{}/", self.dir.display());
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -204,7 +216,86 @@ pub fn random_image(
     md
 }
 
-/// A free TCP port on loopback.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate made with `openssl`
+/// in `dir` (`ca.pem`, `server-cert.pem`, `server-key.pem`, `cert.pem`, `key.pem`), as
+/// Docker's TLS documentation makes them.
+pub fn make_docker_certs(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed (./test.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, cn, ext) in [
+        ("server", "127.0.0.1", "server.ext"),
+        ("client", "client", "client.ext"),
+    ] {
+        let key = format!("{name}-key.pem");
+        let csr = format!("{name}.csr");
+        let cert = format!("{name}-cert.pem");
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            &cert,
+        ]);
+    }
+    std::fs::copy(dir.join("client-cert.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("client-key.pem"), dir.join("key.pem")).unwrap();
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -308,4 +399,62 @@ pub fn leftovers(root: &Path) -> Vec<PathBuf> {
     }
     walk(root, &mut out);
     out
+}
+
+/// Starts dockerd as [`start_dockerd`] does, in its own directory named by `tag`, with
+/// `extra` arguments (another `--host`, TLS flags).
+pub fn start_dockerd_with(tag: &str, extra: &[String]) -> Dockerd {
+    let dir = PathBuf::from(format!("/tmp/wcbd-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("d.sock");
+    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+    let child = Command::new("dockerd")
+        .arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .args(extra)
+        .arg("--data-root")
+        .arg(dir.join("data"))
+        .arg("--exec-root")
+        .arg(dir.join("exec"))
+        .arg("--pidfile")
+        .arg(dir.join("pid"))
+        .args([
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--ip-masq=false",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("dockerd must be installed (./test.sh installs docker.io)");
+    let d = Dockerd { child, socket, dir };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ok = Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", d.socket.display()))
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dockerd did not start: {}",
+            std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+impl Dockerd {
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
 }

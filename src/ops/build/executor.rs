@@ -61,6 +61,7 @@ pub(super) fn build_source(
         reporter,
         stage: 0,
         runtime: None,
+        engine: Default::default(),
     };
     if !settings.cache_from.is_empty() && !settings.no_cache {
         let opts = settings.registry.clone().unwrap_or_default();
@@ -110,6 +111,7 @@ pub(super) fn build_source(
     let mut out = finish(store, state, settings)?;
     out.cache = std::mem::take(&mut ctx.cache.used);
     out.lint_summary = lint::render_summary(&planned.lints);
+    out.isolation = std::mem::take(&mut ctx.engine.isolation);
     Ok(out)
 }
 
@@ -599,6 +601,7 @@ impl Execution<'_> {
                     security,
                     chain,
                     &stage_platform,
+                    line,
                 )
                 .map_err(err)?;
                 *chain = done.chain;
@@ -743,5 +746,6 @@ fn finish(
         tags,
         cache: BTreeMap::new(),
         lint_summary: String::new(),
+        isolation: Vec::new(),
     })
 }

@@ -20,6 +20,8 @@
 //!   from its layers' headers;
 //! - `metadata`: config-only instructions and their history texts, ONBUILD triggers;
 //! - `context`, `sources`, `copy`: what COPY/ADD collect and the layer they write;
+//! - `engine`: which runtime runs a RUN step, the isolation of a Windows step, the parent
+//!   as an image for a Docker engine, and an engine's layer re-written as ours;
 //! - `run`: RUN's command, environment, mounts and cache key, and the container on a miss;
 //! - `executor`: plan, then build the stages the target needs, step by step;
 //! - `platforms`: several platforms tied in an index, the registry cache export;
@@ -29,6 +31,7 @@ mod base;
 mod cache;
 mod context;
 mod copy;
+mod engine;
 mod executor;
 mod metadata;
 mod output;
@@ -50,5 +53,6 @@ pub use paths::{rfc3339, windows_path};
 pub use platforms::{MultiOutcome, build_platforms};
 pub use rootfs::Rootfs;
 pub use settings::{
-    BuildError, BuildOutcome, BuildSettings, NamedContext, NetworkMode, SecretSource,
+    BuildError, BuildOutcome, BuildSettings, EngineSettings, IsolationRecord, NamedContext,
+    NetworkMode, RuntimeKind, SecretSource,
 };

@@ -86,6 +86,25 @@ impl BuildResult {
         if out.images.len() == 1 {
             meta["containerimage.config.digest"] = out.images[0].config_digest.clone().into();
         }
+        // The isolation each Windows RUN step ran with, and why (never in the image).
+        let isolation: Vec<serde_json::Value> = out
+            .images
+            .iter()
+            .flat_map(|i| {
+                i.isolation.iter().map(|r| {
+                    serde_json::json!({
+                        "platform": i.platform.to_string(),
+                        "stage": r.stage,
+                        "line": r.line,
+                        "isolation": r.isolation.as_str(),
+                        "reason": r.reason,
+                    })
+                })
+            })
+            .collect();
+        if !isolation.is_empty() {
+            meta["wcbuild.isolation"] = isolation.into();
+        }
         meta
     }
 }

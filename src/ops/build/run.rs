@@ -15,7 +15,7 @@ use super::state::{Ctx, StageState, add_layer, in_compression};
 use crate::dockerfile::check::{CommandLine, Mount, MountType};
 use crate::dockerfile::ignore::IgnoreFile;
 use crate::progress::Event;
-use crate::runtime::{self, MountKind, Runtime};
+use crate::runtime::{self, MountKind};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -708,7 +708,9 @@ pub(super) fn run_step(
     security: &str,
     chain: &str,
     stage_platform: &crate::image::Platform,
+    line_no: usize,
 ) -> Result<RunDone, String> {
+    let line_of_step = line_no;
     let settings = ctx.settings;
     let windows = state.windows();
     let shell = shell_of(state);
@@ -783,13 +785,13 @@ pub(super) fn run_step(
             cached: true,
         });
     }
-    if windows {
-        return Err(
-            "RUN on a Windows stage needs a Windows runtime: the Host Compute Service on a Windows host, or a Docker engine on Windows (--runtime docker); this host has neither"
-                .into(),
-        );
-    }
-    let rt = runtime_of(ctx)?;
+    let kind = super::engine::choose(&settings.engine, windows)?;
+    let rt = super::engine::runtime(ctx, kind, windows)?;
+    let isolation = super::engine::isolation(ctx, rt.as_ref(), kind, state, line_of_step)?;
+    let parent = match rt.needs() {
+        runtime::Needs::Image => Some(super::engine::parent_image(ctx, state)?),
+        runtime::Needs::Lowers => None,
+    };
     let mut rt_mounts: Vec<runtime::Mount> =
         resolved.iter().filter_map(|r| r.mount.clone()).collect();
     let secrets: Vec<Vec<u8>> = rt_mounts
@@ -843,6 +845,11 @@ pub(super) fn run_step(
         extra_hosts: Vec::new(),
         // SIGINT/SIGTERM kill the step's container.
         cancel: crate::ops::cancel::token(),
+        isolation,
+        resources: runtime::Resources {
+            memory: settings.engine.memory,
+            cpus: settings.engine.cpus,
+        },
     };
     let printed = args.join(" ");
     let stage_index = ctx.stage;
@@ -854,11 +861,15 @@ pub(super) fn run_step(
         .zip(state.config.rootfs.diff_ids.iter().cloned())
         .collect();
     let cached = add_layer(ctx, state, &key, None, |w, reporter| {
-        let lowers = unpack_lowers(store, &parents)?;
+        let lowers = match parent {
+            None => unpack_lowers(store, &parents)?,
+            Some(_) => Vec::new(),
+        };
         let scratch = store.scratch_dir("run").map_err(std::io::Error::other)?;
         let rootfs = runtime::Rootfs {
             lowers,
             scratch: scratch.path().to_path_buf(),
+            image: parent,
         };
         let mut lines = Lines::new(&secrets);
         let outcome = rt
@@ -907,6 +918,9 @@ pub(super) fn run_step(
             runtime::Changes::Snapshot { root, before } => {
                 crate::layer::diff::write_snapshot_changes(root, before, w)?;
             }
+            runtime::Changes::Layer { tar, skip } => {
+                super::engine::write_engine_layer(tar, skip, w)?;
+            }
         }
         drop(scratch);
         Ok(())
@@ -918,32 +932,6 @@ pub(super) fn run_step(
         chain: key,
         cached,
     })
-}
-
-/// The runtime for this build's Linux RUN steps, probed once.
-fn runtime_of(ctx: &mut Ctx<'_>) -> Result<std::sync::Arc<dyn Runtime>, String> {
-    if let Some(rt) = &ctx.runtime {
-        return Ok(rt.clone());
-    }
-    #[cfg(target_os = "linux")]
-    {
-        let rt = runtime::oci::OciRuntime::select(ctx.settings.oci_runtime.as_deref())
-            .map_err(|e| e.to_string())?;
-        ctx.reporter.event(Event::Note {
-            stage: ctx.stage,
-            text: format!("RUN steps run with {}", rt.name()),
-        });
-        let rt: std::sync::Arc<dyn Runtime> = std::sync::Arc::new(rt);
-        ctx.runtime = Some(rt.clone());
-        Ok(rt)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Err(
-            "RUN on a Linux stage needs an OCI runtime (runc or crun), which runs on Linux only"
-                .into(),
-        )
-    }
 }
 
 /// The parent layers as overlayfs lower directories, top first: each unpacked once into the

@@ -59,6 +59,78 @@ pub struct BuildSettings {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// Where RUN steps run: the runtime, the isolation of Windows steps, the Docker engine,
+    /// memory and processors.
+    pub engine: EngineSettings,
+}
+
+/// Which runtime runs RUN steps (`--runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// An OCI runtime (runc or crun): Linux steps on a Linux host.
+    Oci,
+    /// The Host Compute Service: Windows steps on a Windows host.
+    Hcs,
+    /// A Docker engine, local or remote: any step its OS runs.
+    Docker,
+}
+
+impl RuntimeKind {
+    /// `oci`, `hcs` or `docker`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Oci => "oci",
+            RuntimeKind::Hcs => "hcs",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RuntimeKind, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "oci" => Ok(RuntimeKind::Oci),
+            "hcs" => Ok(RuntimeKind::Hcs),
+            "docker" => Ok(RuntimeKind::Docker),
+            _ => Err(format!(
+                "unknown runtime `{s}`: expected oci, hcs or docker"
+            )),
+        }
+    }
+}
+
+/// Where and how RUN steps run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineSettings {
+    /// `--runtime` (`None`: by the stage's OS and the host: oci for Linux stages on Linux,
+    /// hcs for Windows stages on Windows; docker when `docker_host` is given).
+    pub runtime: Option<RuntimeKind>,
+    /// `--isolation` for Windows steps: `auto` decides per step with
+    /// `image::compat::decide`.
+    pub isolation: crate::image::Isolation,
+    /// `--docker-host` (else `DOCKER_HOST`; `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`
+    /// come from the environment).
+    pub docker_host: Option<String>,
+    /// `--memory` in bytes: the utility VM of Hyper-V steps, the container's limit in a
+    /// Docker engine.
+    pub memory: Option<u64>,
+    /// `--cpus`: processors of the utility VM, the container's limit in a Docker engine.
+    pub cpus: Option<f64>,
+}
+
+/// The isolation one Windows RUN step got, and why (for progress and `--metadata-file`;
+/// never written into the image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolationRecord {
+    /// The stage's index.
+    pub stage: usize,
+    /// The Dockerfile line of the RUN.
+    pub line: usize,
+    /// `process` or `hyperv`.
+    pub isolation: crate::image::Isolation,
+    /// Why (the compatibility rule's sentence).
+    pub reason: String,
 }
 
 /// A build's network for RUN steps.
@@ -121,6 +193,8 @@ pub struct BuildOutcome {
     /// BuildKit's end-of-build summary of lint findings (` 1 warning found:` …), empty when
     /// there are none.
     pub lint_summary: String,
+    /// The isolation each Windows RUN step that ran got (cache hits decide nothing).
+    pub isolation: Vec<IsolationRecord>,
 }
 
 /// Why a build stopped.

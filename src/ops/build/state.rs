@@ -159,4 +159,6 @@ pub(super) struct Ctx<'a> {
     pub(super) stage: usize,
     /// The runtime Linux RUN steps use, chosen when the first one runs.
     pub(super) runtime: Option<std::sync::Arc<dyn crate::runtime::Runtime>>,
+    /// The other runtimes (by kind) and the isolation each Windows step got.
+    pub(super) engine: super::engine::EngineState,
 }
