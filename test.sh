@@ -61,7 +61,7 @@ trap 'WINEPREFIX="$wine_prefix" wineserver -k >/dev/null 2>&1 || true; rm -rf "$
 wine_started=$SECONDS
 WCBUILD_WINEPREFIX="$wine_prefix" CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/.ci/wine/runner" \
     cargo test --locked --no-fail-fast --target x86_64-pc-windows-gnu --lib --bins \
-    --test compat --test dedup --test dockerfile --test images --test store --test windows_host
+    --test compat --test dedup --test dockerfile --test hcs --test images --test store --test windows_host
 echo "==> Windows tests under Wine took $((SECONDS - wine_started))s"
 
 # The fuzz corpus (fuzz/corpus/<target>/) is replayed by tests/fuzz_replay.rs, a plain test
