@@ -25,6 +25,66 @@ pub(crate) fn temp_file(dir: &Path, prefix: &str) -> Result<(File, PathBuf), Sto
     }
 }
 
+/// Renames `from` over `to`. On Windows replacing a file fails (access denied, sharing
+/// violation) while another process holds it open without delete sharing, as a reader of
+/// `index.json` may for the moment of its read; the rename is retried for up to two seconds.
+pub(crate) fn rename_over(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match fs::rename(from, to) {
+                // ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
+                Err(e) if matches!(e.raw_os_error(), Some(5 | 32)) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    fs::rename(from, to)
+}
+
+/// Reads a file that writers replace by renaming: on Windows it is opened with delete sharing
+/// (so a writer's rename over it is not refused) and an open refused in the moment of a
+/// rename is retried, as [`rename_over`] retries.
+pub(crate) fn read_replaced(path: &Path) -> std::io::Result<Vec<u8>> {
+    #[cfg(windows)]
+    {
+        use std::io::Read;
+        use std::os::windows::fs::OpenOptionsExt;
+        use std::time::{Duration, Instant};
+        // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
+        const SHARE_ALL: u32 = 7;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match OpenOptions::new()
+                .read(true)
+                .share_mode(SHARE_ALL)
+                .open(path)
+            {
+                Ok(mut f) => {
+                    let mut out = Vec::new();
+                    f.read_to_end(&mut out)?;
+                    return Ok(out);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(5 | 32)) && Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    fs::read(path)
+}
+
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -38,7 +98,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> 
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    if let Err(e) = fs::rename(&tmp, path) {
+    if let Err(e) = rename_over(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(io_err("rename", path)(e));
     }
@@ -57,7 +117,7 @@ pub(crate) fn write_replace(path: &Path, bytes: &[u8]) -> Result<(), StoreError>
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    fs::rename(&tmp, path).map_err(|e| {
+    rename_over(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         io_err("rename", path)(e)
     })

@@ -62,7 +62,7 @@ pub(crate) fn empty_index() -> String {
 }
 
 pub(crate) fn read_document(path: &Path) -> Result<serde_json::Value, StoreError> {
-    let bytes = std::fs::read(path).map_err(super::io_err("read", path))?;
+    let bytes = super::fsutil::read_replaced(path).map_err(super::io_err("read", path))?;
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| StoreError::BadIndex {
             path: path.to_path_buf(),

@@ -760,7 +760,8 @@ impl BlobWriter<'_> {
             // Already stored (same digest, so same bytes).
             let _ = fs::remove_file(&self.path);
         } else {
-            fs::rename(&self.path, &target).map_err(io_err("rename into blobs", &target))?;
+            fsutil::rename_over(&self.path, &target)
+                .map_err(io_err("rename into blobs", &target))?;
             fsutil::sync_dir(target.parent().unwrap_or(&self.store.root));
         }
         self.path = PathBuf::new();
