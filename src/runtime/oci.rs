@@ -280,9 +280,11 @@ pub fn abort_running() {
     }
 }
 
-/// Deletes containers left by wcbuild processes that are gone.
+/// Deletes containers left by wcbuild processes that are gone: those the runtime lists, and
+/// the directories of containers whose creation a kill cut short (no state the runtime can
+/// load, so it neither lists nor deletes them), with their processes and cgroups.
 fn delete_stale(binary: &Path, state: &Path, global: &[String]) {
-    let Ok(out) = Command::new(binary)
+    let mut ids: Vec<String> = Command::new(binary)
         .arg("--root")
         .arg(state)
         .args(global)
@@ -290,10 +292,23 @@ fn delete_stale(binary: &Path, state: &Path, global: &[String]) {
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-    else {
-        return;
-    };
-    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(rd) = fs::read_dir(state) {
+        ids.extend(
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    for id in &ids {
         let Some(pid) = id
             .strip_prefix("wcbuild-")
             .and_then(|r| r.split('-').next())
@@ -301,18 +316,53 @@ fn delete_stale(binary: &Path, state: &Path, global: &[String]) {
         else {
             continue;
         };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            for args in [vec!["kill", id, "KILL"], vec!["delete", "--force", id]] {
-                let _ = Command::new(binary)
-                    .arg("--root")
-                    .arg(state)
-                    .args(global)
-                    .args(args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for args in [vec!["kill", id, "KILL"], vec!["delete", "--force", id]] {
+            let _ = Command::new(binary)
+                .arg("--root")
+                .arg(state)
+                .args(global)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        remove_stale_cgroups(id);
+        let dir = state.join(id);
+        if dir.exists() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
+}
+
+/// Kills what is left in a stale container's cgroups (`/buildkit/ID`, in the unified
+/// hierarchy or in each v1 controller) and removes them.
+fn remove_stale_cgroups(id: &str) {
+    let base = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![base.join("buildkit").join(id)];
+    if let Ok(rd) = fs::read_dir(base) {
+        dirs.extend(rd.flatten().map(|e| e.path().join("buildkit").join(id)));
+    }
+    for dir in dirs {
+        if !dir.is_dir() {
+            continue;
+        }
+        for _ in 0..20 {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: kill(2) with a pid read from the stale container's cgroup.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
             }
+            if fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
