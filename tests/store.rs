@@ -74,6 +74,21 @@ fn blobs_enter_only_when_they_match() {
         store.blob_path("sha256:abc"),
         Err(StoreError::InvalidDigest(_))
     ));
+    // A blob its writer hashes (a layer writer) takes that writer's digest, and cannot be
+    // committed without one.
+    let mut w = store.blob_writer().unwrap();
+    w.hashed_by_writer();
+    w.write_all(b"layer").unwrap();
+    assert!(matches!(
+        w.commit(None, None),
+        Err(StoreError::InvalidDigest(_))
+    ));
+    assert_eq!(ingest_in(&store), 0);
+    let mut w = store.blob_writer().unwrap();
+    w.hashed_by_writer();
+    w.write_all(b"layer").unwrap();
+    let d = w.commit(Some(&sha256_digest(b"layer")), Some(5)).unwrap();
+    assert_eq!(store.read_blob(&d).unwrap(), b"layer");
 }
 
 #[test]

@@ -72,7 +72,8 @@ pub fn format_digest(hash: &[u8]) -> String {
 /// Passes bytes through while counting and hashing them.
 pub struct HashingWriter<W: Write> {
     inner: W,
-    hasher: Sha256,
+    /// `None` when the bytes are only counted.
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -81,14 +82,25 @@ impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
+            count: 0,
+        }
+    }
+    /// Wraps `inner`, counting bytes without hashing them (for a stream another writer
+    /// already hashes); [`HashingWriter::finish`] then gives an empty digest.
+    pub fn counting(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: None,
             count: 0,
         }
     }
     /// The digest and byte count so far, and the inner writer.
     pub fn finish(self) -> (String, u64, W) {
         (
-            format_digest(&self.hasher.finalize()),
+            self.hasher
+                .map(|h| format_digest(&h.finalize()))
+                .unwrap_or_default(),
             self.count,
             self.inner,
         )
@@ -106,7 +118,9 @@ impl<W: Write> HashingWriter<W> {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

@@ -97,7 +97,12 @@ pub struct LayerWriter<W: Write> {
 impl<W: Write> LayerWriter<W> {
     /// Starts a layer written into `out`.
     pub fn new(out: W, opts: LayerOptions) -> io::Result<Self> {
-        let blob = HashingWriter::new(out);
+        // An uncompressed blob is the tar itself: its digest is the diff_id, hashed once.
+        let blob = if opts.compression == Compression::None {
+            HashingWriter::counting(out)
+        } else {
+            HashingWriter::new(out)
+        };
         let compressor = Compressor::new(blob, opts.compression, opts.threads)?;
         Ok(LayerWriter {
             tar: HashingWriter::new(compressor),
@@ -539,6 +544,11 @@ impl<W: Write> LayerWriter<W> {
         let (diff_id, tar_size, compressor) = self.tar.finish();
         let blob = compressor.finish()?;
         let (digest, size, out) = blob.finish();
+        let digest = if self.opts.compression == Compression::None {
+            diff_id.clone()
+        } else {
+            digest
+        };
         Ok((
             LayerDigests {
                 diff_id,

@@ -384,7 +384,7 @@ impl Store {
             store: self,
             file: Some(file),
             path,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             size: 0,
         })
     }
@@ -675,7 +675,8 @@ pub struct BlobWriter<'a> {
     store: &'a Store,
     file: Option<File>,
     path: PathBuf,
-    hasher: Sha256,
+    /// `None` when the writer feeding it hashes the same bytes ([`BlobWriter::hashed_by_writer`]).
+    hasher: Option<Sha256>,
     size: u64,
 }
 
@@ -692,7 +693,9 @@ impl Write for BlobWriter<'_> {
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already finished"))?;
         let n = f.write(buf).map_err(|e| full(e, &self.store.root))?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         let before = self.size;
         self.size += n as u64;
         // Start writing back every 8 MiB as it comes, so that the fsync at commit finds
@@ -717,9 +720,22 @@ impl BlobWriter<'_> {
         self.size
     }
 
-    /// The `sha256:` digest of the bytes written so far (the blob's digest once all are in).
+    /// The `sha256:` digest of the bytes written so far (the blob's digest once all are in);
+    /// empty for a blob its writer hashes.
     pub fn digest(&self) -> String {
-        format!("sha256:{}", hex(&self.hasher.clone().finalize()))
+        self.hasher
+            .as_ref()
+            .map(|h| format!("sha256:{}", hex(&h.clone().finalize())))
+            .unwrap_or_default()
+    }
+
+    /// For a writer that hashes, in the same pass, exactly the bytes it writes here (a
+    /// `LayerWriter`, whose digest comes from the bytes it hands on): the store does not hash
+    /// them a second time, and [`BlobWriter::commit`] must be given that digest, which it
+    /// then takes as the blob's. Called before anything is written.
+    pub fn hashed_by_writer(&mut self) {
+        debug_assert_eq!(self.size, 0, "called before anything is written");
+        self.hasher = None;
     }
 
     /// Finishes the blob: fsync, verify against `expected` (and `expected_size`) when given,
@@ -730,8 +746,18 @@ impl BlobWriter<'_> {
         expected_size: Option<u64>,
     ) -> Result<String, StoreError> {
         let file = self.file.take().expect("commit is called once");
-        let hasher = std::mem::take(&mut self.hasher);
-        let digest = format!("sha256:{}", hex(&hasher.finalize()));
+        let digest = match (self.hasher.take(), expected) {
+            (Some(h), _) => format!("sha256:{}", hex(&h.finalize())),
+            (None, Some(e)) => {
+                digest_hex(e)?;
+                e.to_string()
+            }
+            (None, None) => {
+                return Err(StoreError::InvalidDigest(
+                    "a blob hashed by its writer is committed without that digest".into(),
+                ));
+            }
+        };
         if let Some(e) = expected {
             digest_hex(e)?;
             if e != digest {

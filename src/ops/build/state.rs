@@ -115,6 +115,9 @@ pub(super) fn write_layer(
         ..LayerOptions::default()
     };
     let mut blob = ctx.store.blob_writer().map_err(|e| e.to_string())?;
+    // The layer writer hashes every byte it hands the blob (the tar for an uncompressed
+    // layer, the compressed stream otherwise): one hash per stream, not two.
+    blob.hashed_by_writer();
     let mut w = LayerWriter::new(&mut blob, opts).map_err(|e| e.to_string())?;
     fill(&mut w, &mut *ctx.reporter).map_err(|e| e.to_string())?;
     let (d, _) = w.finish().map_err(|e| e.to_string())?;
