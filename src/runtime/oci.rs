@@ -264,19 +264,26 @@ impl OciRuntime {
 pub fn abort_running() {
     let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
     for (binary, root, id) in live {
-        for args in [
-            vec!["kill", id.as_str(), "KILL"],
-            vec!["delete", "--force", id.as_str()],
-        ] {
-            let _ = Command::new(&binary)
-                .arg("--root")
-                .arg(&root)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        kill_and_delete(&binary, &root, &[], &id);
+    }
+}
+
+/// `BINARY --root STATE [GLOBAL…] kill ID KILL`, then `delete --force ID`, output discarded
+/// (the container may be gone already).
+fn kill_and_delete(binary: &Path, state: &Path, global: &[String], id: &str) {
+    for args in [
+        ["kill", id, "KILL"].as_slice(),
+        ["delete", "--force", id].as_slice(),
+    ] {
+        let _ = Command::new(binary)
+            .arg("--root")
+            .arg(state)
+            .args(global)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -319,17 +326,7 @@ fn delete_stale(binary: &Path, state: &Path, global: &[String]) {
         if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        for args in [vec!["kill", id, "KILL"], vec!["delete", "--force", id]] {
-            let _ = Command::new(binary)
-                .arg("--root")
-                .arg(state)
-                .args(global)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        kill_and_delete(binary, state, global, id);
         remove_stale_cgroups(id);
         let dir = state.join(id);
         if dir.exists() {

@@ -27,24 +27,10 @@ pub(crate) fn temp_file(dir: &Path, prefix: &str) -> Result<(File, PathBuf), Sto
 
 /// Renames `from` over `to`. On Windows replacing a file fails (access denied, sharing
 /// violation) while another process holds it open without delete sharing, as a reader of
-/// `index.json` may for the moment of its read; the rename is retried for up to two seconds.
+/// `index.json` may for the moment of its read; the rename is retried ([`while_shared`]).
 pub(crate) fn rename_over(from: &Path, to: &Path) -> std::io::Result<()> {
     #[cfg(windows)]
-    {
-        use std::time::{Duration, Instant};
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match fs::rename(from, to) {
-                // ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
-                Err(e) if matches!(e.raw_os_error(), Some(5 | 32)) && Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                other => return other,
-            }
-        }
-    }
+    return while_shared(|| fs::rename(from, to));
     #[cfg(not(windows))]
     fs::rename(from, to)
 }
@@ -57,32 +43,39 @@ pub(crate) fn read_replaced(path: &Path) -> std::io::Result<Vec<u8>> {
     {
         use std::io::Read;
         use std::os::windows::fs::OpenOptionsExt;
-        use std::time::{Duration, Instant};
         // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
         const SHARE_ALL: u32 = 7;
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match OpenOptions::new()
+        let mut f = while_shared(|| {
+            OpenOptions::new()
                 .read(true)
                 .share_mode(SHARE_ALL)
                 .open(path)
-            {
-                Ok(mut f) => {
-                    let mut out = Vec::new();
-                    f.read_to_end(&mut out)?;
-                    return Ok(out);
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(5 | 32)) && Instant::now() < deadline => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        })?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out)?;
+        Ok(out)
     }
     #[cfg(not(windows))]
     fs::read(path)
+}
+
+/// Runs `op` again while Windows refuses it because another process has the file open
+/// (ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION), for up to two seconds: such opens are
+/// short.
+#[cfg(windows)]
+fn while_shared<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match op() {
+            Err(e) if matches!(e.raw_os_error(), Some(5 | 32)) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Writes `bytes` to `path` so that readers see the old or the new content, never a mix.

@@ -47,50 +47,10 @@ impl Drop for Dockerd {
 /// Starts dockerd with no bridge and no iptables, waiting until it answers.
 pub fn start_dockerd() -> Dockerd {
     // A short path: unix socket paths are limited to 108 bytes.
-    let dir = PathBuf::from(format!("/tmp/wcbd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let socket = dir.join("d.sock");
-    let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-    let child = Command::new("dockerd")
-        .arg("--host")
-        .arg(format!("unix://{}", socket.display()))
-        .arg("--data-root")
-        .arg(dir.join("data"))
-        .arg("--exec-root")
-        .arg(dir.join("exec"))
-        .arg("--pidfile")
-        .arg(dir.join("pid"))
-        .args([
-            "--bridge=none",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--ip-masq=false",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("dockerd must be installed (./test.sh installs docker.io)");
-    let d = Dockerd { child, socket, dir };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ok = Command::new("docker")
-            .arg("-H")
-            .arg(format!("unix://{}", d.socket.display()))
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dockerd did not start: {}",
-            std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    start_dockerd_in(
+        PathBuf::from(format!("/tmp/wcbd-{}", std::process::id())),
+        &[],
+    )
 }
 
 impl Dockerd {
@@ -406,6 +366,12 @@ pub fn leftovers(root: &Path) -> Vec<PathBuf> {
 pub fn start_dockerd_with(tag: &str, extra: &[String]) -> Dockerd {
     let dir = PathBuf::from(format!("/tmp/wcbd-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    start_dockerd_in(dir, extra)
+}
+
+/// dockerd on a unix socket in `dir` (its data, exec root and log there too), with `extra`
+/// arguments, once `docker version` answers through it (60 s at most).
+fn start_dockerd_in(dir: PathBuf, extra: &[String]) -> Dockerd {
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("d.sock");
     let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
