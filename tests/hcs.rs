@@ -670,3 +670,77 @@ fn windows_run_through_the_binary_decides_isolation_per_step() {
     let (code, _, err) = build("10.0.20348.100", "server", &["--no-cache"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// A raw Windows-format layer tar: the headers as given, names unchecked (as a pulled layer
+/// may hold them).
+fn raw_layer(entries: &[(&str, Kind, &str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, kind, link, data) in entries {
+        let mut h = Header::new(path, *kind);
+        h.link = link.to_string();
+        h.size = data.len() as u64;
+        wcbuild::layer::tar::write_entry(&mut out, &h, true, Some(&mut &data[..])).unwrap();
+    }
+    out.extend_from_slice(&wcbuild::layer::tar::END);
+    out
+}
+
+#[test]
+fn hostile_entries_never_reach_outside_the_transport_folder() {
+    let dir = common::tempdir("hcs", "hostile-transport");
+    let canary = dir.join("canary");
+    fs::write(&canary, b"keep").unwrap();
+    let cases: &[(&str, Vec<u8>)] = &[
+        (
+            "backslash dot-dot",
+            raw_layer(&[("Files/a\\..\\..\\..\\canary", Kind::File, "", b"x")]),
+        ),
+        (
+            "dot-dot",
+            raw_layer(&[("Files/../../canary", Kind::File, "", b"x")]),
+        ),
+        (
+            "drive",
+            raw_layer(&[("Files/C:\\canary", Kind::File, "", b"x")]),
+        ),
+        (
+            "hard link out of the layer",
+            raw_layer(&[("Files/stolen", Kind::Hardlink, "Files/../../canary", b"")]),
+        ),
+        (
+            "hard link by an absolute name",
+            raw_layer(&[(
+                "Files/stolen",
+                Kind::Hardlink,
+                &format!("{}", canary.display()),
+                b"",
+            )]),
+        ),
+        (
+            "whiteout of dot-dot",
+            raw_layer(&[("Files/a/.wh...", Kind::File, "", b"")]),
+        ),
+        (
+            "opaque marker",
+            raw_layer(&[("Files/a/.wh..wh..opq", Kind::File, "", b"")]),
+        ),
+    ];
+    for (i, (what, tar)) in cases.iter().enumerate() {
+        let folder = dir.join(format!("layer{i}"));
+        let r = transport::tar_to_folder(std::io::Cursor::new(tar.clone()), &folder);
+        assert!(r.is_err(), "{what}: accepted");
+        assert_eq!(fs::read(&canary).unwrap(), b"keep", "{what}");
+        let outside: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "canary" && !n.starts_with("layer"))
+            .collect();
+        assert!(outside.is_empty(), "{what}: wrote {outside:?}");
+        if folder.join("Files").exists() {
+            let tombstones = fs::read_to_string(folder.join("tombstones.txt")).unwrap_or_default();
+            assert!(!tombstones.contains(".."), "{what}: {tombstones}");
+        }
+    }
+    let _ = fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@
 //! Whether `HcsImportLayer`/`HcsExportLayer` (computestorage) use exactly this layout, as
 //! vmcompute's calls do, is not confirmed by any source we found.
 
+use crate::layer::names::{self, Rules};
 use crate::layer::tar::{Entry, Header, Kind, TarReader, write_entry_styled};
 use crate::layer::windows::{self, base64, unbase64};
 use std::fs;
@@ -215,11 +216,11 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
     // Times are set at the end: appending a stream changes a file's time.
     let mut times: Vec<(PathBuf, i64)> = Vec::new();
     while let Some(Entry { header: h, .. }) = tar.next_entry().map_err(io::Error::other)? {
-        let path = h.path.trim_matches('/').to_string();
-        let (top, rest) = match path.split_once('/') {
-            Some((t, r)) => (t.to_string(), r.to_string()),
-            None => (path.clone(), String::new()),
-        };
+        let path = h.path.clone();
+        // Under Windows rules on every host: `\` separates, drives and `..` are refused.
+        let comps = names::components_nonempty(&path, Rules::Windows)
+            .map_err(|e| bad(folder, format!("layer entry `{path}`: {e}")))?;
+        let (top, rest) = (comps[0].to_string(), comps[1..].join("/"));
         if rest.is_empty() {
             // `Files`, `Hives`, `UtilityVM` themselves.
             if top == "UtilityVM" {
@@ -236,16 +237,16 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
         if top == "UtilityVM" {
             has_uvm = true;
         }
-        for c in rest.split('/') {
-            if c.is_empty() || c == "." || c == ".." {
+        let name = rest.rsplit('/').next().unwrap_or(&rest);
+        let hidden = names::whiteout(name, Rules::Windows)
+            .map_err(|e| bad(folder, format!("layer entry `{path}`: {e}")))?;
+        if let Some(w) = hidden {
+            let names::Whiteout::Hides(gone) = w else {
                 return Err(bad(
                     folder,
-                    format!("layer entry `{path}` is not a relative path"),
+                    format!("layer entry `{path}`: Windows layers have no opaque or AUFS markers"),
                 ));
-            }
-        }
-        let name = rest.rsplit('/').next().unwrap_or(&rest);
-        if let Some(gone) = name.strip_prefix(".wh.") {
+            };
             if top != "Files" {
                 return Err(bad(
                     folder,
@@ -365,8 +366,19 @@ pub fn tar_to_folder(layer: impl Read + 'static, folder: &Path) -> io::Result<bo
                 last_file = None;
             }
             Kind::Hardlink => {
-                let target = h.link.trim_matches('/');
-                let src = folder.join(target.replace('/', std::path::MAIN_SEPARATOR_STR));
+                let target = names::components_nonempty(&h.link, Rules::Windows)
+                    .ok()
+                    .filter(|t| t.len() > 1 && matches!(t[0], "Files" | "Hives" | "UtilityVM"))
+                    .ok_or_else(|| {
+                        bad(
+                            folder,
+                            format!(
+                                "layer entry `{path}`: hard link to `{}`, which is not an entry of the layer",
+                                h.link
+                            ),
+                        )
+                    })?;
+                let src = folder.join(target.join(std::path::MAIN_SEPARATOR_STR));
                 fs::hard_link(&src, &dest).map_err(|e| {
                     bad(
                         folder,
