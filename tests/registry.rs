@@ -945,6 +945,10 @@ struct Proxy {
     timeline: Arc<Mutex<Vec<(Instant, String, u16)>>>,
     /// The most large (over 1 MB) blob bodies streamed at once (slow mode).
     max_active: Arc<AtomicUsize>,
+    /// Raised by one: the blob bodies being streamed slowly at that moment break off at their
+    /// next piece, as when the registry behind goes away (whatever the sockets between still
+    /// hold); later requests stream whole.
+    cut_slow: Arc<AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -983,6 +987,8 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
     let active = Arc::new(AtomicUsize::new(0));
     let max_active = Arc::new(AtomicUsize::new(0));
     let (active2, max2) = (active.clone(), max_active.clone());
+    let cut_slow = Arc::new(AtomicUsize::new(0));
+    let cut2 = cut_slow.clone();
     rt.spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -991,12 +997,14 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
             let (http, seen, count) = (http.clone(), seen2.clone(), count.clone());
             let (active, max_active) = (active2.clone(), max2.clone());
             let timeline = timeline2.clone();
+            let cut = cut2.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let (http, seen, count) = (http.clone(), seen.clone(), count.clone());
                         let (active, max_active) = (active.clone(), max_active.clone());
                         let timeline = timeline.clone();
+                        let cut = cut.clone();
                         async move {
                             let full = |status: u16, hdrs: Vec<(String, String)>, b: Vec<u8>| {
                                 let mut r = hyper::Response::builder().status(status);
@@ -1110,10 +1118,15 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
                                     max_active.fetch_max(n, Ordering::SeqCst);
                                     Active(active.clone())
                                 });
+                                let epoch = cut.load(Ordering::SeqCst);
                                 let s = resp.bytes_stream().then(move |item| {
                                     let _alive = &guard;
+                                    let cut = cut.clone();
                                     async move {
                                         tokio::time::sleep(Duration::from_millis(1)).await;
+                                        if cut.load(Ordering::SeqCst) != epoch {
+                                            return Err(std::io::Error::other("upstream gone"));
+                                        }
                                         item.map(Frame::data).map_err(std::io::Error::other)
                                     }
                                 });
@@ -1192,6 +1205,7 @@ fn start_proxy(upstream: u16, fault: Fault) -> Proxy {
         seen,
         timeline,
         max_active,
+        cut_slow,
         _rt: rt,
     }
 }
@@ -1352,12 +1366,15 @@ fn a_registry_restarted_mid_pull() {
     let s2 = started.clone();
     let (dir, port) = (reg.dir.clone(), reg.port);
     let pid = reg.child.as_ref().unwrap().id();
+    let cut = proxy.cut_slow.clone();
     let killer = std::thread::spawn(move || {
         while s2.load(Ordering::SeqCst) == 0 {
             std::thread::sleep(Duration::from_millis(1));
         }
         std::thread::sleep(Duration::from_millis(200));
         let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+        // What the sockets between already held would otherwise still arrive whole.
+        cut.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(700));
         Registry::start_in(dir, port, "")
     });
